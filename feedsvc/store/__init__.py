@@ -1,0 +1,13 @@
+"""Storage: the ``Storage`` Protocol and its SQL implementation (SQLite and PostgreSQL)."""
+
+from feedsvc.store.base import FetchOutcome, SourceSpec, Storage, SubscriberSpec
+from feedsvc.store.sql import SqlStorage, open_storage
+
+__all__ = [
+    "FetchOutcome",
+    "SourceSpec",
+    "SqlStorage",
+    "Storage",
+    "SubscriberSpec",
+    "open_storage",
+]
