@@ -1,0 +1,46 @@
+"""Fixtures for render and mail tests; helpers live in mail_support (importable via sys.path)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mail_support import (
+    REPO,
+    JobSpec,
+    RecordingHandler,
+    SmtpServer,
+    load_corpus,
+    make_job,
+    start_smtp,
+)
+
+from feedsvc.model import DigestJob, StoredEntry
+from feedsvc.render import DigestRenderer
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[StoredEntry]:
+    return load_corpus()
+
+
+@pytest.fixture(scope="session")
+def renderer() -> DigestRenderer:
+    return DigestRenderer(REPO / "templates")
+
+
+@pytest.fixture
+def job_for(corpus: list[StoredEntry]) -> Callable[[JobSpec], DigestJob]:
+    return lambda spec: make_job(spec, corpus)
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpServer]:
+    server = await start_smtp(RecordingHandler())
+    yield server
+    await server.stop()
