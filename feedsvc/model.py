@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class SourceForUpdate:
     last_modified: str | None = None
     #: SHA-256 of the last body parsed; an identical 200 is not parsed again.
     body_hash: str | None = None
+    #: Failures in a row before this poll (drives the back-off).
+    consecutive_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Fetched:
     body_hash: str
     #: Set when every redirect hop was permanent (301/308): the source's new URL.
     moved_to: str | None = None
+    #: ``Cache-Control: max-age`` in seconds: a lower bound for the polling interval.
+    max_age: float | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class NotModified:
     url: str
     etag: str | None = None
     last_modified: str | None = None
+    #: ``Cache-Control: max-age`` in seconds: a lower bound for the polling interval.
+    max_age: float | None = None
 
 
 FetchResult = Fetched | NotModified
@@ -96,6 +102,9 @@ class ParsedFeed:
     version: str = ""
     #: Problems that did not stop parsing (harmless bozo, dropped entries).
     warnings: tuple[str, ...] = ()
+    #: The feed's own polling hint (RSS ``<ttl>``, ``sy:updatePeriod``/``sy:updateFrequency``):
+    #: a lower bound for the polling interval.
+    min_interval: timedelta | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,405 @@
+"""The ``feedsvc`` command: the composition root, the only module that wires everything."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import secrets
+import socket
+import sys
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from feedsvc import __version__, pipeline, scheduler
+from feedsvc.config import Config, FetchConfig, LoadedConfig, load_config
+from feedsvc.errors import ConfigError, FeedsvcError, QueryError, SourceError
+from feedsvc.fetch import Fetcher
+from feedsvc.mail import open_mailer
+from feedsvc.match import MatchIndex
+from feedsvc.model import Fetched, SourceForUpdate, SourceStatus
+from feedsvc.parse import parse_feed
+from feedsvc.pipeline import Services
+from feedsvc.render import DigestRenderer
+from feedsvc.store import open_storage
+from feedsvc.web import WebContext, create_app, invalidate_feeds
+
+log = logging.getLogger("feedsvc")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.handler(args))
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_FAILURE
+    except FeedsvcError as e:
+        print(f"feedsvc: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedsvc", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"feedsvc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler: object, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("-c", "--config", required=True, type=Path, help="the YAML config file")
+        return sub
+
+    with_config(command("check", cmd_check, "validate a config file"))
+    with_config(command("run", cmd_run, "run the service: scheduler and HTTP server"))
+    poll = with_config(command("poll", cmd_poll, "poll sources once now, then exit"))
+    poll.add_argument("--source", action="append", help="only this source (repeatable)")
+    digest = with_config(command("digest", cmd_digest, "send due digests, or preview one"))
+    mode = digest.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--send-due", action="store_true", help="send the digests due now")
+    mode.add_argument("--preview", metavar="EMAIL", help="write this subscriber's next digest")
+    digest.add_argument("--now", type=_parse_instant, help="act as if it were this ISO 8601 time")
+    digest.add_argument("--out", type=Path, help="with --preview: write the HTML here")
+    match = command("match", cmd_match, "print the entries of feeds that a query matches")
+    match.add_argument("query")
+    match.add_argument("feeds", nargs="+", metavar="FEED", help="feed file or http(s) URL")
+    publish = with_config(command("publish", cmd_publish, "write each subscription's feeds"))
+    publish.add_argument("--out", required=True, type=Path)
+    status = with_config(command("status", cmd_status, "show sources' health and the outbox"))
+    status.add_argument("--json", action="store_true")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _parse_instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("--now needs a time zone offset, e.g. 2026-11-26T08:00+08:00")
+    return value.astimezone(UTC)
+
+
+# -- composition ----------------------------------------------------------------------
+
+
+def load_checked_config(path: Path) -> LoadedConfig:
+    """Load the config and compile every query, reporting a bad one at its YAML position."""
+    loaded = load_config(path)
+    build_index(loaded)
+    return loaded
+
+
+def build_index(loaded: LoadedConfig) -> MatchIndex:
+    config = loaded.config
+    problems = []
+    for i, sub in enumerate(config.subscriptions):
+        try:
+            MatchIndex.build({sub.name: sub.query_text})
+        except QueryError as e:
+            field = "query" if sub.query is not None else "keywords"
+            problems.append(f"{loaded.where(('subscriptions', i, field))}: {e}")
+    if problems:
+        raise ConfigError(problems)
+    return MatchIndex.build({s.name: s.query_text for s in config.subscriptions})
+
+
+def templates_dir() -> Path:
+    """``$FEEDSVC_TEMPLATES``, else the ``templates/`` folder beside the package."""
+    configured = os.environ.get("FEEDSVC_TEMPLATES")
+    if configured:
+        return Path(configured)
+    beside_package = Path(__file__).resolve().parent.parent / "templates"
+    return beside_package if beside_package.is_dir() else Path.cwd() / "templates"
+
+
+def service_secret(config: Config) -> str:
+    """The config's secret, else ``$FEEDSVC_SECRET``, else one generated once and kept
+    in ``var/feedsvc.secret`` (fine for the demo; several nodes must share a configured one)."""
+    if config.secret is not None:
+        return config.secret.get_secret_value()
+    if os.environ.get("FEEDSVC_SECRET"):
+        return os.environ["FEEDSVC_SECRET"]
+    path = Path("var/feedsvc.secret")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32), encoding="ascii")
+        path.chmod(0o600)
+        log.warning("no secret configured: generated one in %s", path)
+    return path.read_text(encoding="ascii").strip()
+
+
+@contextlib.asynccontextmanager
+async def open_services(loaded: LoadedConfig, *, parse_in_processes: bool) -> AsyncIterator[Services]:
+    """Build every part from the config, yield them, and close them in reverse order."""
+    config = loaded.config
+    index = build_index(loaded)
+    storage = open_storage(config.database)
+    pool = _parse_pool() if parse_in_processes else None
+    try:
+        await storage.migrate()
+        mailer = open_mailer(config.mail, base_dir=Path.cwd())
+        try:
+            async with Fetcher(config.fetch) as fetcher:
+                svc = Services(
+                    config=config,
+                    storage=storage,
+                    fetcher=fetcher,
+                    index=index,
+                    renderer=DigestRenderer(templates_dir()),
+                    mailer=mailer,
+                    secret=service_secret(config),
+                    owner=f"{socket.gethostname()}:{os.getpid()}",
+                    parse_pool=pool,
+                )
+                await pipeline.sync_config(svc, _now())
+                yield svc
+        finally:
+            await mailer.close()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        await storage.close()
+
+
+def _parse_pool() -> ProcessPoolExecutor:
+    """Parsing in worker processes uses both cores and never blocks the event loop.
+
+    ``spawn`` because forking a process that runs an event loop and threads is unsafe.
+    """
+    workers = max(1, min(4, os.cpu_count() or 1))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = load_checked_config(args.config)
+    config = loaded.config
+    print(
+        f"{args.config}: ok ({len(config.sources)} sources, {len(config.subscriptions)} "
+        f"subscriptions, {len(config.subscribers)} subscribers)"
+    )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = load_checked_config(args.config)
+    asyncio.run(_run(loaded))
+    return EXIT_OK
+
+
+async def _run(loaded: LoadedConfig) -> None:
+    async with open_services(loaded, parse_in_processes=True) as svc:
+        app = create_app(
+            WebContext(config=svc.config, storage=svc.storage, secret=svc.secret,
+                       templates_dir=templates_dir())
+        )
+        svc.on_feeds_changed = lambda names: invalidate_feeds(app, names)
+        host, port = svc.config.http.host_port
+        await scheduler.serve(svc, app, host, port)
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    loaded = load_checked_config(args.config)
+    reports = asyncio.run(_poll(loaded, args.source))
+    print(_table(
+        ["source", "status", "new", "changed", "matches", "seconds", "error"],
+        [[r.source, r.status, r.new, r.changed, r.matches, f"{r.seconds:.2f}", r.error or ""]
+         for r in reports],
+    ))
+    failed = sum(1 for r in reports if r.status == "error")
+    print(f"{len(reports)} sources polled, {sum(r.new for r in reports)} new entries, "
+          f"{sum(r.matches for r in reports)} matches, {failed} failed")
+    return EXIT_FAILURE if failed and failed == len(reports) else EXIT_OK
+
+
+async def _poll(loaded: LoadedConfig, only: list[str] | None) -> list[pipeline.SourceReport]:
+    known = {s.name for s in loaded.config.sources}
+    unknown = [name for name in only or [] if name not in known]
+    if unknown:
+        raise FeedsvcError(f"unknown source(s): {', '.join(unknown)}")
+    names = only or [s.name for s in loaded.config.sources if s.enabled]
+    async with open_services(loaded, parse_in_processes=len(names) > 4) as svc:
+        return await pipeline.update_due_sources(svc, _now(), names=names)
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    loaded = load_checked_config(args.config)
+    now = args.now or _now()
+    if args.preview:
+        return asyncio.run(_preview(loaded, args.preview, now, args.out))
+    report = asyncio.run(_send_due(loaded, now))
+    print(f"digests enqueued={report.enqueued} sent={report.sent} failed={report.failed}")
+    return EXIT_FAILURE if report.failed else EXIT_OK
+
+
+async def _send_due(loaded: LoadedConfig, now: datetime) -> pipeline.DigestReport:
+    async with open_services(loaded, parse_in_processes=False) as svc:
+        return await pipeline.send_due_digests(svc, now)
+
+
+async def _preview(loaded: LoadedConfig, email: str, now: datetime, out: Path | None) -> int:
+    async with open_services(loaded, parse_in_processes=False) as svc:
+        try:
+            rendered = await pipeline.preview_digest(svc, email, now)
+        except KeyError as e:
+            raise FeedsvcError(str(e.args[0])) from e
+    if rendered is None:
+        print(f"nothing pending for {email}", file=sys.stderr)
+        return EXIT_OK
+    out = out or Path(f"var/preview-{email}.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(rendered.html, encoding="utf-8")
+    out.with_suffix(".txt").write_text(f"Subject: {rendered.subject}\n\n{rendered.text}", encoding="utf-8")
+    print(f"{rendered.subject}\nHTML: {out}\ntext: {out.with_suffix('.txt')}")
+    return EXIT_OK
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    try:
+        index = MatchIndex.build({"query": args.query})
+    except QueryError as e:
+        print(f"feedsvc: malformed query: {e.message} at {e.position}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(_match(index, args.feeds))
+
+
+async def _match(index: MatchIndex, feeds: Sequence[str]) -> int:
+    status = EXIT_OK
+    async with Fetcher(FetchConfig(file_root="/")) as fetcher:
+        for feed in feeds:
+            try:
+                parsed = await _load_feed(fetcher, feed)
+            except (SourceError, OSError) as e:
+                print(f"feedsvc: {feed}: {e}", file=sys.stderr)
+                status = EXIT_FAILURE
+                continue
+            for entry in parsed.entries:
+                hits = index.match(entry, parsed.feed.title)
+                if hits:
+                    line = {"id": entry.id, "title": entry.title, "link": entry.link,
+                            "terms": list(hits[0].terms)}
+                    print(json.dumps(line, ensure_ascii=False), flush=True)
+    return status
+
+
+async def _load_feed(fetcher: Fetcher, feed: str) -> pipeline.ParsedFeed:
+    """A feed given on the command line: an http(s) URL, a file: URL or a path."""
+    if urlsplit(feed).scheme in ("http", "https", "file"):
+        result = await fetcher.fetch(SourceForUpdate(name=feed, url=feed))
+        assert isinstance(result, Fetched)  # no validators were sent
+        body, url, headers = result.body, result.url, dict(result.headers)
+    else:
+        path = Path(feed)
+        body, url, headers = path.read_bytes(), path.resolve().as_uri(), {}
+    return parse_feed(body, source=feed, url=url, headers=headers, now=_now())
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    loaded = load_checked_config(args.config)
+    written = asyncio.run(_publish(loaded.config, args.out))
+    print(f"wrote {len(written)} files into {args.out}")
+    return EXIT_OK
+
+
+async def _publish(config: Config, out: Path) -> list[Path]:
+    storage = open_storage(config.database)
+    try:
+        await storage.migrate()
+        return await pipeline.publish_feeds(config, storage, out, _now())
+    finally:
+        await storage.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    loaded = load_checked_config(args.config)
+    statuses, outbox = asyncio.run(_status(loaded.config))
+    if args.json:
+        print(json.dumps({"sources": [_status_json(s) for s in statuses], "outbox": outbox},
+                         ensure_ascii=False, indent=2))
+        return EXIT_OK
+    print(_table(
+        ["source", "state", "failures", "last success", "next poll", "entries", "last error"],
+        [[s.name, _state(s), s.consecutive_failures, _when(s.last_success), _when(s.next_poll),
+          s.entry_count, f"{s.last_error_kind}: {s.last_error}" if s.last_error else ""]
+         for s in statuses],
+    ))
+    print("outbox: " + ", ".join(f"{k}={v}" for k, v in sorted(outbox.items())))
+    return EXIT_OK
+
+
+async def _status(config: Config) -> tuple[list[SourceStatus], dict[str, int]]:
+    storage = open_storage(config.database)
+    try:
+        await storage.migrate()
+        return await storage.source_statuses(), await storage.outbox_counts()
+    finally:
+        await storage.close()
+
+
+def _state(status: SourceStatus) -> str:
+    if not status.enabled:
+        return "disabled"
+    return "failing" if status.consecutive_failures else "ok"
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def _status_json(status: SourceStatus) -> dict[str, object]:
+    data = asdict(status)
+    data["state"] = _state(status)
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    """A plain text table; widths count East Asian wide characters as two columns."""
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(_pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _width(text: str) -> int:
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The running service: an in-memory APScheduler with tick jobs beside the HTTP server.
+
+Each node ticks on its own; the ticks claim work from the database with leases, so
+several nodes never poll one source or send one digest twice (STYLE.md §6: APScheduler
+3.x job stores are never shared between processes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from starlette.applications import Starlette
+
+from feedsvc import pipeline
+from feedsvc.pipeline import Services
+
+log = logging.getLogger("feedsvc.scheduler")
+
+#: How often each node looks for due sources and due digests. Per-source intervals and
+#: per-subscriber schedules live in the database and the config, not in these ticks.
+POLL_TICK_SECONDS = 10
+DIGEST_TICK_SECONDS = 15
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def poll_tick(svc: Services, clock: Clock = utc_now) -> None:
+    reports = await pipeline.update_due_sources(svc, clock())
+    if reports:
+        errors = sum(1 for r in reports if r.status == "error")
+        log.info("poll tick sources=%d errors=%d", len(reports), errors)
+
+
+async def digest_tick(svc: Services, clock: Clock = utc_now) -> None:
+    report = await pipeline.send_due_digests(svc, clock())
+    if report.enqueued or report.sent or report.failed:
+        log.info(
+            "digest tick enqueued=%d sent=%d failed=%d", report.enqueued, report.sent, report.failed
+        )
+
+
+def _guarded(name: str, tick: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """A tick that logs its failure (e.g. the database is down) and lets the next tick retry."""
+
+    async def run() -> None:
+        try:
+            await tick()
+        except Exception:
+            log.exception("%s tick failed; retrying at the next tick", name)
+
+    return run
+
+
+def build_scheduler(svc: Services) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    now = utc_now()
+    for name, tick, seconds in (
+        ("poll", poll_tick, POLL_TICK_SECONDS),
+        ("digest", digest_tick, DIGEST_TICK_SECONDS),
+    ):
+        scheduler.add_job(
+            _guarded(name, lambda tick=tick: tick(svc)),
+            "interval",
+            seconds=seconds,
+            id=name,
+            next_run_time=now,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=seconds,
+        )
+    return scheduler
+
+
+async def serve(svc: Services, app: Starlette, host: str, port: int) -> None:
+    """Run the tick jobs and the HTTP server until SIGINT/SIGTERM (uvicorn handles both)."""
+    scheduler = build_scheduler(svc)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    )
+    scheduler.start()
+    log.info("serving on http://%s:%d", host, port)
+    try:
+        await server.serve()
+    finally:
+        scheduler.shutdown(wait=False)

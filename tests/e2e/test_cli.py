@@ -1,0 +1,120 @@
+"""The command-line contracts of DESIGN.md: check, match, poll, status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from feedsvc.cli import main
+from feedsvc.match import normalize
+from tests.e2e.servers import CORPUS, write_config
+
+GOOD = """\
+database: sqlite:///{db}
+secret: s3cret
+sources:
+  - {{name: finews, url: "file:{feed}"}}
+subscriptions:
+  - {{name: hk, keywords: [港股]}}
+subscribers:
+  - {{email: reader@example.com, subscriptions: [hk]}}
+fetch: {{file_root: "{root}"}}
+"""
+
+
+def good_config(tmp_path: Path) -> Path:
+    return write_config(
+        tmp_path / "ok.yaml",
+        GOOD.format(db=tmp_path / "f.db", feed=CORPUS / "all.xml", root=CORPUS),
+    )
+
+
+def test_check_accepts_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(good_config(tmp_path))]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # an unknown key, on the key itself
+        ("sources:\n  - name: a\n    url: http://example.com/f\n    colour: red\n",
+         ":4:5: unknown key 'colour'"),
+        # a missing field, at the mapping that lacks it
+        ("sources:\n  - {name: a}\n", ":2:5: missing required field 'url'"),
+        # a reference to an unknown source, at the reference
+        ("subscriptions:\n  - name: s\n    keywords: [深圳]\n    sources: [nowhere]\n",
+         ":4:15: unknown source 'nowhere'"),
+        # a malformed e-mail address
+        ("subscriptions: [{name: s, query: 深圳}]\nsubscribers:\n  - {email: not-an-address, subscriptions: [s]}\n",
+         ":3:13: subscribers.0.email: malformed email address"),
+        # an unknown subscription
+        ("subscriptions: [{name: s, query: 深圳}]\nsubscribers:\n  - email: a@example.com\n    subscriptions: [s, t]\n",
+         ":4:24: unknown subscription 't'"),
+        # a malformed query, reported at the query's line
+        ("subscriptions:\n  - name: s\n    query: '(新能源 OR 光伏'\n", ":3:12: unbalanced parenthesis"),
+        # YAML that does not parse
+        ("sources: [\n", ":2:1: invalid YAML"),
+    ],
+)
+def test_check_reports_each_problem_at_its_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    path = write_config(tmp_path / "bad.yaml", text)
+    assert main(["check", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}{expected}" in err, err
+
+
+def test_match_prints_one_json_line_per_matching_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    feed = CORPUS / "rss2" / "all.gb18030.xml"
+    assert main(["match", "港股 OR 新能源", str(feed)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    source = feedparser.parse(feed.read_bytes())
+    expected = {
+        e.id for e in source.entries
+        if any(k in normalize(e.title + " " + e.description) for k in ("港股", "新能源"))
+    }
+    assert {line["id"] for line in lines} == expected
+    assert all(set(line) == {"id", "title", "link", "terms"} and line["terms"] for line in lines)
+
+
+def test_match_finds_the_same_entries_in_traditional_as_in_simplified_chinese(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The Traditional corpus feed is the Simplified one converted (same entry ids)."""
+    assert main(["match", "港股 OR 汽车", str(CORPUS / "all.xml")]) == 0
+    simplified = {json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()}
+    assert main(["match", "港股 OR 汽车", str(CORPUS / "traditional" / "all.xml")]) == 0
+    traditional = {json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()}
+    assert simplified and traditional == simplified
+
+
+def test_match_rejects_a_malformed_query_with_exit_2_and_its_position(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["match", "港股 OR (新能源", str(CORPUS / "all.xml")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.strip().splitlines()
+    assert "parenthesis" in line and "at " in line
+
+
+def test_poll_then_status_through_the_installed_console_script(tmp_path: Path) -> None:
+    config = good_config(tmp_path)
+    script = Path(sys.executable).with_name("feedsvc")
+    poll = subprocess.run([script, "poll", "-c", config], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert poll.returncode == 0, poll.stderr
+    assert "finews" in poll.stdout and "1 sources polled" in poll.stdout
+    status = subprocess.run([script, "status", "-c", config, "--json"], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=60)
+    assert status.returncode == 0, status.stderr
+    [source] = json.loads(status.stdout)["sources"]
+    assert source["name"] == "finews" and source["entry_count"] == 104
+    assert source["state"] == "ok" and source["last_error"] is None

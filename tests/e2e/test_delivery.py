@@ -1,0 +1,220 @@
+"""Nothing lost, nothing twice: SMTP outages, refused recipients and SIGKILL mid-delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from feedsvc import pipeline
+from feedsvc.cli import open_services
+from feedsvc.config import load_config
+from tests.e2e.servers import CORPUS, free_port, write_config
+
+FEEDSVC = Path(sys.executable).with_name("feedsvc")
+
+
+class GatedHandler:
+    """An SMTP server handler that can refuse a recipient, or stop at a chosen point
+    (before the message, or after receiving it) until released."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.refuse: set[str] = set()
+        self.hold_before_data = False
+        self.hold_after_data = False
+        self.reached = threading.Event()
+        self.released = threading.Event()
+        self.on_data: list[object] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        if address in self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        if self.hold_before_data:
+            self.reached.set()
+            await self._wait_for_release()
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        self.messages.append(envelope.original_content)
+        if self.hold_after_data:
+            for action in self.on_data:
+                action()  # type: ignore[operator]
+            self.reached.set()
+        return "250 OK"
+
+    async def _wait_for_release(self) -> None:
+        while not self.released.is_set():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def gated_smtp() -> Iterator[tuple[GatedHandler, int]]:
+    handler = GatedHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    handler.released.set()
+    controller.stop()
+
+
+def config_for(tmp_path: Path, smtp_port: int, emails: list[str]) -> Path:
+    subscribers = "\n".join(
+        f"  - {{email: {e}, subscriptions: [hk], digest: 'daily 08:00'}}" for e in emails
+    )
+    return write_config(
+        tmp_path / "feedsvc.yaml",
+        f"""\
+database: sqlite:///{tmp_path / 'feedsvc.db'}
+secret: test-secret
+mail:
+  from: "摘要 <digest@news.example.com>"
+  delivery: smtp
+  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false, timeout: 5s}}
+fetch: {{file_root: "{CORPUS}"}}
+sources:
+  - {{name: finews, url: "file:all.xml"}}
+subscriptions:
+  - {{name: hk, title: 港股, keywords: [港股]}}
+subscribers:
+{subscribers}
+""",
+    )
+
+
+def message_ids(raws: list[bytes]) -> list[str]:
+    return [email.message_from_bytes(r, policy=email.policy.default)["Message-ID"] for r in raws]
+
+
+async def test_digests_wait_out_an_smtp_outage_and_arrive_after_it(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here yet: connection refused
+    loaded = load_config(config_for(tmp_path, port, ["reader@example.com"]))
+    async with open_services(loaded, parse_in_processes=False) as svc:
+        now = datetime.now(UTC)
+        await pipeline.update_due_sources(svc, now)
+        down = await pipeline.send_due_digests(svc, now + timedelta(days=1))
+        assert (down.enqueued, down.sent, down.failed) == (1, 0, 1)
+        assert await svc.storage.outbox_counts() == {"pending": 1, "sent": 0, "failed": 0}
+
+        handler = GatedHandler()
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            too_early = await pipeline.deliver_outbox(svc, now + timedelta(days=1, seconds=1))
+            assert too_early == (0, 0), "a failed message waits for its retry time"
+            up = await pipeline.send_due_digests(svc, now + timedelta(days=1, hours=1))
+            assert (up.enqueued, up.sent, up.failed) == (0, 1, 0)
+        finally:
+            controller.stop()
+    assert len(handler.messages) == 1
+
+
+async def test_a_refused_recipient_does_not_hold_back_the_others(
+    tmp_path: Path, gated_smtp: tuple[GatedHandler, int]
+) -> None:
+    handler, port = gated_smtp
+    handler.refuse = {"gone@example.com"}
+    emails = ["gone@example.com", "reader@example.com", "analyst@example.com"]
+    loaded = load_config(config_for(tmp_path, port, emails))
+    async with open_services(loaded, parse_in_processes=False) as svc:
+        now = datetime.now(UTC)
+        await pipeline.update_due_sources(svc, now)
+        report = await pipeline.send_due_digests(svc, now + timedelta(days=1))
+        assert (report.enqueued, report.sent, report.failed) == (3, 2, 1)
+        later = await pipeline.send_due_digests(svc, now + timedelta(days=2))
+        assert (later.sent, later.failed) == (0, 0), "a permanent failure is not retried"
+        assert await svc.storage.outbox_counts() == {"pending": 0, "sent": 2, "failed": 1}
+    recipients = {email.message_from_bytes(r)["To"] for r in handler.messages}
+    assert recipients == {"reader@example.com", "analyst@example.com"}
+
+
+def run_feedsvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FEEDSVC, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def start_digest(config: Path, now: datetime, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [FEEDSVC, "digest", "-c", str(config), "--send-due", "--now", now.isoformat()],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def kill_when(reached: threading.Event, process: subprocess.Popen[str]) -> None:
+    assert reached.wait(60), "the digest run never reached the SMTP server"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(30)
+
+
+@pytest.fixture
+def polled(tmp_path: Path, gated_smtp: tuple[GatedHandler, int]) -> tuple[Path, datetime]:
+    _, port = gated_smtp
+    config = config_for(tmp_path, port, ["reader@example.com"])
+    poll = run_feedsvc("poll", "-c", str(config), cwd=tmp_path)
+    assert poll.returncode == 0, poll.stderr
+    return config, datetime.now(UTC) + timedelta(days=1)
+
+
+def test_killed_after_rendering_before_sending_delivers_exactly_once(
+    tmp_path: Path, gated_smtp: tuple[GatedHandler, int], polled: tuple[Path, datetime]
+) -> None:
+    handler, _ = gated_smtp
+    config, due = polled
+    handler.hold_before_data = True
+    kill_when(handler.reached, start_digest(config, due, tmp_path))
+    assert handler.messages == []
+
+    handler.hold_before_data = False
+    handler.released.set()
+    # The killed run's lease on the message expires; then the restarted run may take it.
+    after_lease = (due + pipeline.LEASE + timedelta(seconds=1)).isoformat()
+    rerun = run_feedsvc("digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(handler.messages) == 1
+    again = run_feedsvc("digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path)
+    assert again.returncode == 0 and len(handler.messages) == 1
+
+
+def test_killed_after_sending_before_marking_sent_resends_the_same_message(
+    tmp_path: Path, gated_smtp: tuple[GatedHandler, int], polled: tuple[Path, datetime]
+) -> None:
+    """The server accepted the digest but the process died before recording it: the
+    digest is delivered again with the same Message-ID, so it is recognisable."""
+    handler, _ = gated_smtp
+    config, due = polled
+    lock = sqlite3.connect(tmp_path / "feedsvc.db", timeout=30, check_same_thread=False)
+    # Once the server has the message, lock the database so marking it sent must wait.
+    handler.on_data.append(lambda: lock.execute("BEGIN EXCLUSIVE"))
+    handler.hold_after_data = True
+    process = start_digest(config, due, tmp_path)
+    assert handler.reached.wait(60)
+    time.sleep(0.5)  # the client gets 250 and blocks on the locked database
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(30)
+    lock.rollback()
+    lock.close()
+    assert len(handler.messages) == 1
+
+    handler.hold_after_data = False
+    # The killed run's lease on the message expires; then the restarted run may take it.
+    after_lease = (due + pipeline.LEASE + timedelta(seconds=1)).isoformat()
+    rerun = run_feedsvc("digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(handler.messages) == 2
+    assert len(set(message_ids(handler.messages))) == 1
+    again = run_feedsvc("digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path)
+    assert again.returncode == 0 and len(handler.messages) == 2
