@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FeedsvcError(Exception):
     """Base of all errors feedsvc raises on purpose."""
@@ -39,6 +41,11 @@ class SourceError(FeedsvcError):
         self.kind = kind
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Parsing runs in worker processes: an error must unpickle in the parent, or
+        # concurrent.futures declares the whole pool broken for every later source.
+        return (type(self), (self.source, self.kind, self.message))
+
 
 class FetchError(SourceError):
     """Retrieving a source failed (network, HTTP status, limits, address policy).
@@ -61,6 +68,16 @@ class FetchError(SourceError):
         self.status = status
         self.retry_after = retry_after
         self.gone = gone
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        details = {"status": self.status, "retry_after": self.retry_after, "gone": self.gone}
+        return (_rebuild_fetch_error, (type(self), self.source, self.kind, self.message, details))
+
+
+def _rebuild_fetch_error(
+    cls: type[FetchError], source: str, kind: str, message: str, details: dict[str, Any]
+) -> FetchError:
+    return cls(source, kind, message, **details)
 
 
 class ParseError(SourceError):
