@@ -25,7 +25,7 @@ from feedsvc.errors import ConfigError, FeedsvcError, QueryError, SourceError
 from feedsvc.fetch import Fetcher
 from feedsvc.mail import open_mailer
 from feedsvc.match import MatchIndex
-from feedsvc.model import Fetched, SourceForUpdate, SourceStatus
+from feedsvc.model import Fetched, ParsedFeed, SourceForUpdate, SourceStatus
 from feedsvc.parse import parse_feed
 from feedsvc.pipeline import Services
 from feedsvc.render import DigestRenderer
@@ -94,6 +94,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # APScheduler logs every tick at INFO; feedsvc logs what the ticks did instead.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _parse_instant(text: str) -> datetime:
@@ -312,7 +314,7 @@ async def _match(index: MatchIndex, feeds: Sequence[str]) -> int:
     return status
 
 
-async def _load_feed(fetcher: Fetcher, feed: str) -> pipeline.ParsedFeed:
+async def _load_feed(fetcher: Fetcher, feed: str) -> ParsedFeed:
     """A feed given on the command line: an http(s) URL, a file: URL or a path."""
     if urlsplit(feed).scheme in ("http", "https", "file"):
         result = await fetcher.fetch(SourceForUpdate(name=feed, url=feed))

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
@@ -385,7 +385,8 @@ def build_digest_job(
                        -_entry_time(s[0]).timestamp()),
     )
     shown, omitted = _cap_per_digest(ordered, config.mail.max_entries)
-    items = tuple(_digest_item(story) for story in shown)
+    labels = {s.name: s.title for s in config.sources if s.title}
+    items = tuple(_digest_item([_labelled(m, labels) for m in story]) for story in shown)
     subscriptions = tuple(
         _subscription_info(svc, subscriber.email, name)
         for name in subscriber.subscriptions
@@ -437,11 +438,25 @@ def _cap_per_digest(
     return stories[:cap], omitted
 
 
+def _labelled(match: MatchedEntry, labels: dict[str, str]) -> MatchedEntry:
+    """The operator's ``title:`` for a source wins over the title its feed gives itself."""
+    label = labels.get(match.entry.source)
+    if label is None:
+        return match
+    entry = replace(match.entry, feed=replace(match.entry.feed, title=label))
+    return replace(match, entry=entry)
+
+
+def _source_label(match: MatchedEntry) -> str:
+    return match.entry.feed.title or match.entry.source
+
+
 def _digest_item(story: list[MatchedEntry]) -> DigestItem:
     first = story[0]
     terms = sorted({t for m in story for t in m.terms}, key=len, reverse=True)
     data = first.entry.data
-    also_in = tuple(dict.fromkeys(m.entry.source for m in story[1:] if m.entry.source != first.entry.source))
+    others = (_source_label(m) for m in story[1:])
+    also_in = tuple(dict.fromkeys(o for o in others if o != _source_label(first)))
     return DigestItem(
         match=first,
         title=highlight(data.title, terms),

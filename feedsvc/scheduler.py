@@ -47,12 +47,15 @@ async def digest_tick(svc: Services, clock: Clock = utc_now) -> None:
         )
 
 
-def _guarded(name: str, tick: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+Tick = Callable[[Services], Awaitable[None]]
+
+
+def _guarded(name: str, tick: Tick, svc: Services) -> Callable[[], Awaitable[None]]:
     """A tick that logs its failure (e.g. the database is down) and lets the next tick retry."""
 
     async def run() -> None:
         try:
-            await tick()
+            await tick(svc)
         except Exception:
             log.exception("%s tick failed; retrying at the next tick", name)
 
@@ -62,15 +65,17 @@ def _guarded(name: str, tick: Callable[[], Awaitable[None]]) -> Callable[[], Awa
 def build_scheduler(svc: Services) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
     now = utc_now()
-    for name, tick, seconds in (
+    ticks: list[tuple[str, Tick, int]] = [
         ("poll", poll_tick, POLL_TICK_SECONDS),
         ("digest", digest_tick, DIGEST_TICK_SECONDS),
-    ):
+    ]
+    for name, tick, seconds in ticks:
         scheduler.add_job(
-            _guarded(name, lambda tick=tick: tick(svc)),
+            _guarded(name, tick, svc),
             "interval",
             seconds=seconds,
             id=name,
+            name=f"{name} tick",
             next_run_time=now,
             max_instances=1,
             coalesce=True,
