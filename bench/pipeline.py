@@ -24,10 +24,26 @@ from feedsvc.cli import open_services
 from feedsvc.config import load_config
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "corpus"
-FEEDS = ["all.xml", "rss2/all.xml", "rss2/all.gb18030.xml", "traditional/all.xml",
-         "by_source/finance.xml", "by_source/hk.xml"]
-SUBSCRIPTIONS = ["新能源 OR 光伏", "港股", "央行 OR 美联储 -基金", "title:汽车", "人民币", "芯片 OR 半导体",
-                 "\"消费电子\"", "黄金 OR 原油", "基金 -广告", "AI OR 人工智能"]
+FEEDS = [
+    "all.xml",
+    "rss2/all.xml",
+    "rss2/all.gb18030.xml",
+    "traditional/all.xml",
+    "by_source/finance.xml",
+    "by_source/hk.xml",
+]
+SUBSCRIPTIONS = [
+    "新能源 OR 光伏",
+    "港股",
+    "央行 OR 美联储 -基金",
+    "title:汽车",
+    "人民币",
+    "芯片 OR 半导体",
+    '"消费电子"',
+    "黄金 OR 原油",
+    "基金 -广告",
+    "AI OR 人工智能",
+]
 
 
 async def serve_corpus(copies: int) -> tuple[web.AppRunner, int, list[str]]:

@@ -38,7 +38,8 @@ def serve(port_queue: multiprocessing.Queue[int]) -> None:
     async def feed(request: web.Request) -> web.Response:
         if request.headers.get("If-None-Match") == '"v1"':
             return web.Response(status=304, headers={"ETag": '"v1"'})
-        return web.Response(body=FEED, content_type="application/atom+xml", headers={"ETag": '"v1"'})
+        headers = {"ETag": '"v1"'}
+        return web.Response(body=FEED, content_type="application/atom+xml", headers=headers)
 
     async def main() -> None:
         app = web.Application()

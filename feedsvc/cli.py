@@ -101,7 +101,9 @@ def _setup_logging(verbose: bool) -> None:
 def _parse_instant(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
-        raise argparse.ArgumentTypeError("--now needs a time zone offset, e.g. 2026-11-26T08:00+08:00")
+        raise argparse.ArgumentTypeError(
+            "--now needs a time zone offset, e.g. 2026-11-26T08:00+08:00"
+        )
     return value.astimezone(UTC)
 
 
@@ -155,7 +157,9 @@ def service_secret(config: Config) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_services(loaded: LoadedConfig, *, parse_in_processes: bool) -> AsyncIterator[Services]:
+async def open_services(
+    loaded: LoadedConfig, *, parse_in_processes: bool
+) -> AsyncIterator[Services]:
     """Build every part from the config, yield them, and close them in reverse order."""
     config = loaded.config
     index = build_index(loaded)
@@ -222,8 +226,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def _run(loaded: LoadedConfig) -> None:
     async with open_services(loaded, parse_in_processes=True) as svc:
         app = create_app(
-            WebContext(config=svc.config, storage=svc.storage, secret=svc.secret,
-                       templates_dir=templates_dir())
+            WebContext(
+                config=svc.config,
+                storage=svc.storage,
+                secret=svc.secret,
+                templates_dir=templates_dir(),
+            )
         )
         svc.on_feeds_changed = lambda names: invalidate_feeds(app, names)
         host, port = svc.config.http.host_port
@@ -233,14 +241,20 @@ async def _run(loaded: LoadedConfig) -> None:
 def cmd_poll(args: argparse.Namespace) -> int:
     loaded = load_checked_config(args.config)
     reports = asyncio.run(_poll(loaded, args.source))
-    print(_table(
-        ["source", "status", "new", "changed", "matches", "seconds", "error"],
-        [[r.source, r.status, r.new, r.changed, r.matches, f"{r.seconds:.2f}", r.error or ""]
-         for r in reports],
-    ))
+    print(
+        _table(
+            ["source", "status", "new", "changed", "matches", "seconds", "error"],
+            [
+                [r.source, r.status, r.new, r.changed, r.matches, f"{r.seconds:.2f}", r.error or ""]
+                for r in reports
+            ],
+        )
+    )
     failed = sum(1 for r in reports if r.status == "error")
-    print(f"{len(reports)} sources polled, {sum(r.new for r in reports)} new entries, "
-          f"{sum(r.matches for r in reports)} matches, {failed} failed")
+    print(
+        f"{len(reports)} sources polled, {sum(r.new for r in reports)} new entries, "
+        f"{sum(r.matches for r in reports)} matches, {failed} failed"
+    )
     return EXIT_FAILURE if failed and failed == len(reports) else EXIT_OK
 
 
@@ -281,7 +295,9 @@ async def _preview(loaded: LoadedConfig, email: str, now: datetime, out: Path | 
     out = out or Path(f"var/preview-{email}.html")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(rendered.html, encoding="utf-8")
-    out.with_suffix(".txt").write_text(f"Subject: {rendered.subject}\n\n{rendered.text}", encoding="utf-8")
+    out.with_suffix(".txt").write_text(
+        f"Subject: {rendered.subject}\n\n{rendered.text}", encoding="utf-8"
+    )
     print(f"{rendered.subject}\nHTML: {out}\ntext: {out.with_suffix('.txt')}")
     return EXIT_OK
 
@@ -308,8 +324,12 @@ async def _match(index: MatchIndex, feeds: Sequence[str]) -> int:
             for entry in parsed.entries:
                 hits = index.match(entry, parsed.feed.title)
                 if hits:
-                    line = {"id": entry.id, "title": entry.title, "link": entry.link,
-                            "terms": list(hits[0].terms)}
+                    line = {
+                        "id": entry.id,
+                        "title": entry.title,
+                        "link": entry.link,
+                        "terms": list(hits[0].terms),
+                    }
                     print(json.dumps(line, ensure_ascii=False), flush=True)
     return status
 
@@ -346,15 +366,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     loaded = load_checked_config(args.config)
     statuses, outbox = asyncio.run(_status(loaded.config))
     if args.json:
-        print(json.dumps({"sources": [_status_json(s) for s in statuses], "outbox": outbox},
-                         ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {"sources": [_status_json(s) for s in statuses], "outbox": outbox},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return EXIT_OK
-    print(_table(
-        ["source", "state", "failures", "last success", "next poll", "entries", "last error"],
-        [[s.name, _state(s), s.consecutive_failures, _when(s.last_success), _when(s.next_poll),
-          s.entry_count, f"{s.last_error_kind}: {s.last_error}" if s.last_error else ""]
-         for s in statuses],
-    ))
+    print(
+        _table(
+            ["source", "state", "failures", "last success", "next poll", "entries", "last error"],
+            [
+                [
+                    s.name,
+                    _state(s),
+                    s.consecutive_failures,
+                    _when(s.last_success),
+                    _when(s.next_poll),
+                    s.entry_count,
+                    f"{s.last_error_kind}: {s.last_error}" if s.last_error else "",
+                ]
+                for s in statuses
+            ],
+        )
+    )
     print("outbox: " + ", ".join(f"{k}={v}" for k, v in sorted(outbox.items())))
     return EXIT_OK
 
@@ -388,7 +424,9 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     """A plain text table; widths count East Asian wide characters as two columns."""
     cells = [header, *[[str(c) for c in row] for row in rows]]
     widths = [max(_width(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(_pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines = [
+        "  ".join(_pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

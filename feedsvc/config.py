@@ -95,7 +95,7 @@ class HttpConfig(_Model):
     @field_validator("listen")
     @classmethod
     def _listen_has_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("listen must be HOST:PORT, e.g. 127.0.0.1:8080")
         return value
@@ -311,7 +311,9 @@ def schedule_trigger(spec: str, timezone: str) -> BaseTrigger:
         return CronTrigger(day_of_week=words[1].lower()[:3], hour=hour, minute=minute, timezone=tz)
     if len(words) == 5:
         try:
-            return CronTrigger.from_crontab(" ".join([*words[:4], _cron_weekdays(words[4])]), timezone=tz)
+            return CronTrigger.from_crontab(
+                " ".join([*words[:4], _cron_weekdays(words[4])]), timezone=tz
+            )
         except ValueError as e:
             raise ValueError(f"invalid cron expression {spec!r}: {e}") from e
     raise ValueError(
@@ -402,16 +404,19 @@ def _to_python(
         for key_node, value_node in node.value:
             key = str(_construct_scalar(key_node))
             if key in result:
-                problems.append((loc + (key,), f"duplicate key {key!r}"))
-            child = loc + (key,)
+                problems.append(((*loc, key), f"duplicate key {key!r}"))
+            child = (*loc, key)
             value = _to_python(value_node, child, locations, env, base, problems)
-            locations[child + ("<key>",)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            locations[(*child, "<key>")] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
             key, value = _resolve_secret_file(key, value, child, base, problems)
             result[key] = value
         return result
     if isinstance(node, yaml.SequenceNode):
         return [
-            _to_python(item, loc + (i,), locations, env, base, problems)
+            _to_python(item, (*loc, i), locations, env, base, problems)
             for i, item in enumerate(node.value)
         ]
     value = _construct_scalar(node)
@@ -455,7 +460,7 @@ def _validation_problems(loaded: LoadedConfig, error: ValidationError) -> Iterat
         loc = tuple(p for p in problem["loc"] if not _is_union_tag(p))
         msg = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            yield f"{loaded.where(loc + ('<key>',))}: unknown key {loc[-1]!r}"
+            yield f"{loaded.where((*loc, '<key>'))}: unknown key {loc[-1]!r}"
         elif problem["type"] == "missing":
             yield f"{loaded.where(loc[:-1])}: missing required field {loc[-1]!r}"
         else:

@@ -1,4 +1,4 @@
-"""The exception hierarchy: every feedsvc error names the resource it concerns and chains its cause."""
+"""The exception hierarchy: each error names the resource it concerns and chains its cause."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The flows, one readable function each: update sources; send due digests; deliver the outbox; publish feeds.
+"""The flows, one function each: update sources, send due digests, deliver, publish feeds.
 
 This is the only module that knows the order of the stages. Every flow takes the
 current time as ``now`` (UTC) so tests and ``--now`` catch-up runs control the clock.
@@ -20,13 +20,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from urllib.parse import quote
 
 from apscheduler.triggers.base import BaseTrigger
 
 from feedsvc.config import Config, SourceConfig, SubscriberConfig, schedule_trigger
 from feedsvc.errors import FetchError, NotifyError, SourceError
-from feedsvc.feeds import FeedMeta, build_feed, build_opml, feed_meta, feed_url
+from feedsvc.feeds import build_feed, build_opml, feed_meta, feed_url
 from feedsvc.fetch import Fetcher
 from feedsvc.mail import Mailer, build_message
 from feedsvc.match import MatchIndex, highlight, normalize, snippet
@@ -259,8 +258,13 @@ def _seconds(value: float | None) -> timedelta | None:
 
 def _with_duration(report: SourceReport, seconds: float) -> SourceReport:
     return SourceReport(
-        report.source, report.status, report.new, report.changed, report.matches,
-        report.error, round(seconds, 3),
+        report.source,
+        report.status,
+        report.new,
+        report.changed,
+        report.matches,
+        report.error,
+        round(seconds, 3),
     )
 
 
@@ -270,8 +274,13 @@ def _log_source_report(report: SourceReport, outcome: FetchOutcome) -> None:
     log.log(
         level,
         "source=%s status=%s new=%d changed=%d matches=%d seconds=%.3f next=%s%s",
-        report.source, report.status, report.new, report.changed, report.matches,
-        report.seconds, outcome.next_poll.isoformat(timespec="seconds"),
+        report.source,
+        report.status,
+        report.new,
+        report.changed,
+        report.matches,
+        report.seconds,
+        outcome.next_poll.isoformat(timespec="seconds"),
         f" error={report.error!r}" if report.error else "",
     )
 
@@ -285,9 +294,7 @@ def _source_config(config: Config, name: str) -> SourceConfig:
 
 
 def _subscriptions_of_sources(config: Config, sources: set[str]) -> set[str]:
-    return {
-        s.name for s in config.subscriptions if s.sources is None or sources & set(s.sources)
-    }
+    return {s.name for s in config.subscriptions if s.sources is None or sources & set(s.sources)}
 
 
 # -- digests --------------------------------------------------------------------------
@@ -328,7 +335,11 @@ async def enqueue_digest(
     )
     log.info(
         "digest subscriber=%s window_end=%s stories=%d matches=%d outbox=%s",
-        subscriber.email, window_end.isoformat(), len(job.items), len(pending), outbox_id,
+        subscriber.email,
+        window_end.isoformat(),
+        len(job.items),
+        len(pending),
+        outbox_id,
     )
     return outbox_id is not None
 
@@ -381,8 +392,11 @@ def build_digest_job(
     stories = merge_same_stories(pending)
     ordered = sorted(
         stories,
-        key=lambda s: (subscriber.subscriptions.index(s[0].subscription), s[0].entry.source,
-                       -_entry_time(s[0]).timestamp()),
+        key=lambda s: (
+            subscriber.subscriptions.index(s[0].subscription),
+            s[0].entry.source,
+            -_entry_time(s[0]).timestamp(),
+        ),
     )
     shown, omitted = _cap_per_digest(ordered, config.mail.max_entries)
     labels = {s.name: s.title for s in config.sources if s.title}
@@ -401,7 +415,9 @@ def build_digest_job(
         items=items,
         subscriptions=subscriptions,
         message_id=digest_message_id(subscriber.email, window_end, config.mail.sender),
-        unsubscribe_url=unsubscribe_url(svc, subscriber.email, tuple(s.name for s in subscriptions)),
+        unsubscribe_url=unsubscribe_url(
+            svc, subscriber.email, tuple(s.name for s in subscriptions)
+        ),
         omitted=omitted,
     )
 
@@ -495,7 +511,9 @@ def digest_message_id(email: str, window_end: datetime, sender: str) -> str:
     return f"<digest.{digest}@{domain}>"
 
 
-def _digest_message(svc: Services, job: DigestJob, rendered: RenderedDigest, now: datetime) -> bytes:
+def _digest_message(
+    svc: Services, job: DigestJob, rendered: RenderedDigest, now: datetime
+) -> bytes:
     domain = job.message_id.rpartition("@")[2].rstrip(">")
     return build_message(
         rendered,
@@ -528,10 +546,15 @@ async def _deliver_one(svc: Services, message: OutboxMessage, now: datetime) -> 
         await svc.mailer.send(message.raw, sender=sender, recipient=message.subscriber)
     except NotifyError as e:
         retry_at = now + outbox_retry_delay(message.attempts + 1)
-        await svc.storage.mark_failed(message.id, now, str(e), permanent=e.permanent, retry_at=retry_at)
+        await svc.storage.mark_failed(
+            message.id, now, str(e), permanent=e.permanent, retry_at=retry_at
+        )
         log.warning(
             "delivery outbox=%d to=%s status=%s error=%r",
-            message.id, message.subscriber, "failed" if e.permanent else "retry", str(e),
+            message.id,
+            message.subscriber,
+            "failed" if e.permanent else "retry",
+            str(e),
         )
         return False
     await svc.storage.mark_sent(message.id, now)
@@ -547,7 +570,9 @@ def outbox_retry_delay(attempts: int) -> timedelta:
 # -- feeds ------------------------------------------------------------------------------
 
 
-async def render_feed(svc_config: Config, storage: Storage, name: str, kind: str, now: datetime) -> bytes:
+async def render_feed(
+    svc_config: Config, storage: Storage, name: str, kind: str, now: datetime
+) -> bytes:
     """A subscription's feed as bytes, newest matches first."""
     sub = svc_config.subscription(name)
     assert sub is not None
@@ -555,7 +580,9 @@ async def render_feed(svc_config: Config, storage: Storage, name: str, kind: str
     return build_feed(feed_meta(svc_config, name), matches, kind=kind, now=now)  # type: ignore[arg-type]
 
 
-async def publish_feeds(config: Config, storage: Storage, out_dir: Path, now: datetime) -> list[Path]:
+async def publish_feeds(
+    config: Config, storage: Storage, out_dir: Path, now: datetime
+) -> list[Path]:
     """Write every public subscription's Atom, RSS and JSON feed (and an OPML list) into
     ``out_dir`` for static hosting. Private (token) feeds are left out: a static host
     cannot check the token."""

@@ -7,8 +7,11 @@ several nodes never poll one source or send one digest twice (STYLE.md §6: APSc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
 import uvicorn
@@ -84,15 +87,26 @@ def build_scheduler(svc: Services) -> AsyncIOScheduler:
     return scheduler
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after serving, which kills the process before the
+    caller's cleanup (parse workers, database) runs; feedsvc handles signals itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(svc: Services, app: Starlette, host: str, port: int) -> None:
-    """Run the tick jobs and the HTTP server until SIGINT/SIGTERM (uvicorn handles both)."""
+    """Run the tick jobs and the HTTP server until SIGINT or SIGTERM, then return."""
     scheduler = build_scheduler(svc)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    )
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     scheduler.start()
     log.info("serving on http://%s:%d", host, port)
     try:
         await server.serve()
     finally:
         scheduler.shutdown(wait=False)
+        log.info("stopped")

@@ -1,4 +1,4 @@
-"""HMAC-signed unsubscribe tokens: who leaves which subscriptions, unforgeable without the secret."""
+"""Signed unsubscribe tokens: who leaves which subscriptions; unforgeable without the secret."""
 
 from __future__ import annotations
 

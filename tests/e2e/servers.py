@@ -1,4 +1,4 @@
-"""Real servers for end-to-end tests: an HTTP server of feeds and an SMTP server, both on 127.0.0.1."""
+"""Real servers for end-to-end tests: HTTP feeds and SMTP, both on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ class RecordingHandler:
         self.messages: list[tuple[str, list[str], bytes]] = []
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        self.messages.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
         return "250 OK"
 
 

@@ -43,21 +43,34 @@ def test_check_accepts_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixt
     ("text", "expected"),
     [
         # an unknown key, on the key itself
-        ("sources:\n  - name: a\n    url: http://example.com/f\n    colour: red\n",
-         ":4:5: unknown key 'colour'"),
+        (
+            "sources:\n  - name: a\n    url: http://example.com/f\n    colour: red\n",
+            ":4:5: unknown key 'colour'",
+        ),
         # a missing field, at the mapping that lacks it
         ("sources:\n  - {name: a}\n", ":2:5: missing required field 'url'"),
         # a reference to an unknown source, at the reference
-        ("subscriptions:\n  - name: s\n    keywords: [深圳]\n    sources: [nowhere]\n",
-         ":4:15: unknown source 'nowhere'"),
+        (
+            "subscriptions:\n  - name: s\n    keywords: [深圳]\n    sources: [nowhere]\n",
+            ":4:15: unknown source 'nowhere'",
+        ),
         # a malformed e-mail address
-        ("subscriptions: [{name: s, query: 深圳}]\nsubscribers:\n  - {email: not-an-address, subscriptions: [s]}\n",
-         ":3:13: subscribers.0.email: malformed email address"),
+        (
+            "subscriptions: [{name: s, query: 深圳}]\n"
+            "subscribers:\n  - {email: not-an-address, subscriptions: [s]}\n",
+            ":3:13: subscribers.0.email: malformed email address",
+        ),
         # an unknown subscription
-        ("subscriptions: [{name: s, query: 深圳}]\nsubscribers:\n  - email: a@example.com\n    subscriptions: [s, t]\n",
-         ":4:24: unknown subscription 't'"),
+        (
+            "subscriptions: [{name: s, query: 深圳}]\n"
+            "subscribers:\n  - email: a@example.com\n    subscriptions: [s, t]\n",
+            ":4:24: unknown subscription 't'",
+        ),
         # a malformed query, reported at the query's line
-        ("subscriptions:\n  - name: s\n    query: '(新能源 OR 光伏'\n", ":3:12: unbalanced parenthesis"),
+        (
+            "subscriptions:\n  - name: s\n    query: '(新能源 OR 光伏'\n",
+            ":3:12: unbalanced parenthesis",
+        ),
         # YAML that does not parse
         ("sources: [\n", ":2:1: invalid YAML"),
     ],
@@ -77,7 +90,8 @@ def test_match_prints_one_json_line_per_matching_entry(capsys: pytest.CaptureFix
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     source = feedparser.parse(feed.read_bytes())
     expected = {
-        e.id for e in source.entries
+        e.id
+        for e in source.entries
         if any(k in normalize(e.title + " " + e.description) for k in ("港股", "新能源"))
     }
     assert {line["id"] for line in lines} == expected
@@ -108,12 +122,18 @@ def test_match_rejects_a_malformed_query_with_exit_2_and_its_position(
 def test_poll_then_status_through_the_installed_console_script(tmp_path: Path) -> None:
     config = good_config(tmp_path)
     script = Path(sys.executable).with_name("feedsvc")
-    poll = subprocess.run([script, "poll", "-c", config], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
+    poll = subprocess.run(
+        [script, "poll", "-c", config], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert poll.returncode == 0, poll.stderr
     assert "finews" in poll.stdout and "1 sources polled" in poll.stdout
-    status = subprocess.run([script, "status", "-c", config, "--json"], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=60)
+    status = subprocess.run(
+        [script, "status", "-c", config, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert status.returncode == 0, status.stderr
     [source] = json.loads(status.stdout)["sources"]
     assert source["name"] == "finews" and source["entry_count"] == 104

@@ -80,7 +80,7 @@ def config_for(tmp_path: Path, smtp_port: int, emails: list[str]) -> Path:
     return write_config(
         tmp_path / "feedsvc.yaml",
         f"""\
-database: sqlite:///{tmp_path / 'feedsvc.db'}
+database: sqlite:///{tmp_path / "feedsvc.db"}
 secret: test-secret
 mail:
   from: "摘要 <digest@news.example.com>"
@@ -150,7 +150,10 @@ def run_feedsvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def start_digest(config: Path, now: datetime, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [FEEDSVC, "digest", "-c", str(config), "--send-due", "--now", now.isoformat()],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -182,10 +185,14 @@ def test_killed_after_rendering_before_sending_delivers_exactly_once(
     handler.released.set()
     # The killed run's lease on the message expires; then the restarted run may take it.
     after_lease = (due + pipeline.LEASE + timedelta(seconds=1)).isoformat()
-    rerun = run_feedsvc("digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path)
+    rerun = run_feedsvc(
+        "digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert len(handler.messages) == 1
-    again = run_feedsvc("digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path)
+    again = run_feedsvc(
+        "digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path
+    )
     assert again.returncode == 0 and len(handler.messages) == 1
 
 
@@ -212,9 +219,13 @@ def test_killed_after_sending_before_marking_sent_resends_the_same_message(
     handler.hold_after_data = False
     # The killed run's lease on the message expires; then the restarted run may take it.
     after_lease = (due + pipeline.LEASE + timedelta(seconds=1)).isoformat()
-    rerun = run_feedsvc("digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path)
+    rerun = run_feedsvc(
+        "digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert len(handler.messages) == 2
     assert len(set(message_ids(handler.messages))) == 1
-    again = run_feedsvc("digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path)
+    again = run_feedsvc(
+        "digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path
+    )
     assert again.returncode == 0 and len(handler.messages) == 2

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import feedparser
 import pytest
-from tests.e2e.servers import CORPUS, FeedServer, SmtpServer, write_config
 
 from feedsvc import pipeline
 from feedsvc.cli import open_services
 from feedsvc.config import load_config
 from feedsvc.match import normalize
+from tests.e2e.servers import CORPUS, FeedServer, SmtpServer, write_config
 
 FINEWS_LINK = re.compile(r"https://finews\.withounder\.com/emnews/\d{4}/\d\d/\d\d/\d+\.html")
 
@@ -28,7 +28,7 @@ def demo_config(tmp_path: Path, feeds: FeedServer, smtp: SmtpServer | None = Non
     return write_config(
         tmp_path / "feedsvc.yaml",
         f"""\
-database: sqlite:///{tmp_path / 'feedsvc.db'}
+database: sqlite:///{tmp_path / "feedsvc.db"}
 timezone: Asia/Shanghai
 secret: test-secret
 http: {{listen: 127.0.0.1:8080, base_url: https://news.example.com}}
@@ -38,10 +38,10 @@ mail:
 {smtp_section}fetch:
   allow_private: ["127.0.0.1:{feeds.port}"]
 sources:
-  - {{name: finews, url: "{feeds.url('/feed.xml')}", every: 10m}}
+  - {{name: finews, url: "{feeds.url("/feed.xml")}", every: 10m}}
 subscriptions:
   - {{name: hk, title: 港股, keywords: [港股]}}
-  - {{name: energy, title: 新能源, query: '新能源 OR 光伏 -广告'}}
+  - {{name: energy, title: 新能源, query: '(新能源 OR 光伏) -广告'}}
 subscribers:
   - {{email: reader@example.com, subscriptions: [hk, energy], digest: "daily 08:00", locale: zh-CN}}
 """,
@@ -86,7 +86,9 @@ async def test_poll_stores_then_304_then_snapshot_yields_only_changes(
 
 
 async def test_digest_over_smtp_has_chinese_subject_both_parts_and_exactly_the_matches(
-    tmp_path: Path, feed_server: FeedServer, smtp_server: SmtpServer,
+    tmp_path: Path,
+    feed_server: FeedServer,
+    smtp_server: SmtpServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -127,6 +129,8 @@ async def test_atom_feed_parses_cleanly_and_keeps_source_ids(
     atom = feedparser.parse((tmp_path / "out" / "hk.atom").read_bytes())
     assert atom.bozo == 0, atom.get("bozo_exception")
     source = feedparser.parse((CORPUS / "all.xml").read_bytes())
-    expected_ids = {e.id for e in source.entries if e.link in corpus_entries_with(CORPUS / "all.xml", "港股")}
+    expected_ids = {
+        e.id for e in source.entries if e.link in corpus_entries_with(CORPUS / "all.xml", "港股")
+    }
     assert {e.id for e in atom.entries} == expected_ids
     assert all(e.get("source", {}).get("title") for e in atom.entries)

@@ -25,17 +25,52 @@ def local(tz: ZoneInfo, *args: int) -> datetime:
         # daily 08:00 London: 08:00 GMT in winter, 08:00 BST (07:00 UTC) in summer
         ("daily 08:00", LONDON, local(LONDON, 2026, 3, 28, 9, 0), local(LONDON, 2026, 3, 28, 8, 0)),
         ("daily 08:00", LONDON, local(LONDON, 2026, 3, 29, 9, 0), local(LONDON, 2026, 3, 29, 8, 0)),
-        ("daily 08:00", LONDON, local(LONDON, 2026, 3, 29, 7, 59), local(LONDON, 2026, 3, 28, 8, 0)),
-        ("daily 08:00", LONDON, local(LONDON, 2026, 10, 25, 8, 30), local(LONDON, 2026, 10, 25, 8, 0)),
+        (
+            "daily 08:00",
+            LONDON,
+            local(LONDON, 2026, 3, 29, 7, 59),
+            local(LONDON, 2026, 3, 28, 8, 0),
+        ),
+        (
+            "daily 08:00",
+            LONDON,
+            local(LONDON, 2026, 10, 25, 8, 30),
+            local(LONDON, 2026, 10, 25, 8, 0),
+        ),
         # 01:30 does not exist in London on 2026-03-29 (clocks jump 01:00 → 02:00):
         # the digest still goes out once that day, an hour late (02:30 BST)
-        ("daily 01:30", LONDON, local(LONDON, 2026, 3, 29, 12, 0), datetime(2026, 3, 29, 1, 30, tzinfo=UTC)),
+        (
+            "daily 01:30",
+            LONDON,
+            local(LONDON, 2026, 3, 29, 12, 0),
+            datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
+        ),
         # weekly on Monday, the week of the autumn change
-        ("weekly MON 09:00", LONDON, local(LONDON, 2026, 10, 28, 12, 0), local(LONDON, 2026, 10, 26, 9, 0)),
+        (
+            "weekly MON 09:00",
+            LONDON,
+            local(LONDON, 2026, 10, 28, 12, 0),
+            local(LONDON, 2026, 10, 26, 9, 0),
+        ),
         # cron: weekdays at 18:30 Shanghai (no DST); Saturday evening → Friday's
-        ("30 18 * * 1-5", SHANGHAI, local(SHANGHAI, 2026, 11, 28, 20, 0), local(SHANGHAI, 2026, 11, 27, 18, 30)),
-        ("hourly", SHANGHAI, local(SHANGHAI, 2026, 11, 26, 10, 59), local(SHANGHAI, 2026, 11, 26, 10, 0)),
-        ("immediate", SHANGHAI, local(SHANGHAI, 2026, 11, 26, 10, 7), local(SHANGHAI, 2026, 11, 26, 10, 5)),
+        (
+            "30 18 * * 1-5",
+            SHANGHAI,
+            local(SHANGHAI, 2026, 11, 28, 20, 0),
+            local(SHANGHAI, 2026, 11, 27, 18, 30),
+        ),
+        (
+            "hourly",
+            SHANGHAI,
+            local(SHANGHAI, 2026, 11, 26, 10, 59),
+            local(SHANGHAI, 2026, 11, 26, 10, 0),
+        ),
+        (
+            "immediate",
+            SHANGHAI,
+            local(SHANGHAI, 2026, 11, 26, 10, 7),
+            local(SHANGHAI, 2026, 11, 26, 10, 5),
+        ),
     ],
 )
 def test_latest_fire_time_is_the_last_scheduled_local_time(
