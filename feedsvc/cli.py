@@ -313,7 +313,10 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 async def _match(index: MatchIndex, feeds: Sequence[str]) -> int:
     status = EXIT_OK
-    async with Fetcher(FetchConfig(file_root="/")) as fetcher:
+    # The user names these feeds on their own machine, so the addresses they name (a
+    # local test server, say) are allowed; redirects elsewhere are still guarded.
+    config = FetchConfig(file_root="/", allow_private=_named_addresses(feeds))
+    async with Fetcher(config) as fetcher:
         for feed in feeds:
             try:
                 parsed = await _load_feed(fetcher, feed)
@@ -332,6 +335,24 @@ async def _match(index: MatchIndex, feeds: Sequence[str]) -> int:
                     }
                     print(json.dumps(line, ensure_ascii=False), flush=True)
     return status
+
+
+def _named_addresses(feeds: Sequence[str]) -> list[str]:
+    """``address:port`` for every host named by an http(s) URL among ``feeds``."""
+    allowed = []
+    for feed in feeds:
+        parts = urlsplit(feed)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            continue
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+        except OSError:
+            continue  # the fetch reports the failure to resolve
+        for *_, sockaddr in infos:
+            address = str(sockaddr[0])
+            allowed.append(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+    return allowed
 
 
 async def _load_feed(fetcher: Fetcher, feed: str) -> ParsedFeed:

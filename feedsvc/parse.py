@@ -6,6 +6,7 @@ import codecs
 import hashlib
 import html
 import io
+import json
 import re
 import time
 import xml.sax
@@ -97,14 +98,21 @@ def parse_feed(
         encoding: Forced by the source's config, overriding BOM, HTTP and XML.
         max_entries: Entries kept (the first ones, normally the newest).
 
+    JSON Feed (1.0 and 1.1), which feedparser does not read, is mapped onto the shape of
+    feedparser's result so that both kinds of feed share every later step.
+
     Raises:
         ParseError: ``entities`` for a document declaring entities, ``not_a_feed``
-            when nothing feed-like was found, ``parse`` when feedparser itself failed.
+            when nothing feed-like was found, ``parse`` when feedparser itself failed
+            or a JSON document is not valid JSON.
     """
     text, warnings = decode_document(body, headers.get("content-type", ""), encoding)
-    if _declares_entities(text):
+    if _looks_like_json(text):
+        result = _json_feed_result(text, source)
+    elif _declares_entities(text):
         raise ParseError(source, "entities", "the document declares XML entities; refused")
-    result = _run_feedparser(text, url, headers, source)
+    else:
+        result = _run_feedparser(text, url, headers, source)
     if not result.get("version") and not result.get("entries"):
         raise ParseError(source, "not_a_feed", _not_a_feed_reason(result))
     entries = _entries(_usable_entries(result, max_entries, warnings), url, now, warnings)
@@ -244,9 +252,86 @@ def _run_feedparser(text: str, url: str, headers: Mapping[str, str], source: str
             resolve_relative_uris=False,
         )
     except Exception as e:
-        raise ParseError(
-            source, "parse", f"feedparser failed: {type(e).__name__}: {e}"
-        ) from e
+        raise ParseError(source, "parse", f"feedparser failed: {type(e).__name__}: {e}") from e
+
+
+# ---------------------------------------------------------------- JSON Feed
+
+_JSON_FEED_VERSIONS = {
+    "https://jsonfeed.org/version/1": "json1",
+    "https://jsonfeed.org/version/1.1": "json11",
+}
+
+
+def _looks_like_json(text: str) -> bool:
+    return text.lstrip("\ufeff \t\r\n").startswith("{")
+
+
+def _json_feed_result(text: str, source: str) -> dict[str, Any]:
+    """A JSON Feed (https://jsonfeed.org/version/1.1) in the shape of feedparser's result."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ParseError(source, "parse", f"invalid JSON: {e}") from e
+    if not isinstance(document, dict):
+        return {"version": "", "entries": [], "feed": {}}
+    version = _JSON_FEED_VERSIONS.get(str(document.get("version", "")).rstrip("/"))
+    if version is None:
+        return {"version": "", "entries": [], "feed": {}}
+    items = document.get("items")
+    return {
+        "version": version,
+        "feed": {
+            "id": document.get("feed_url"),
+            "title_detail": _json_text(document.get("title")),
+            "link": document.get("home_page_url"),
+        },
+        "entries": [_json_item(i) for i in items if isinstance(i, dict)]
+        if isinstance(items, list)
+        else [],
+    }
+
+
+def _json_item(item: dict[str, Any]) -> dict[str, Any]:
+    html_content, text_content = item.get("content_html"), item.get("content_text")
+    content = (
+        [{"type": "text/html", "value": html_content}]
+        if isinstance(html_content, str)
+        else [{"type": "text/plain", "value": text_content}]
+        if isinstance(text_content, str)
+        else None
+    )
+    authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
+    tags = item.get("tags")
+    return {
+        "id": None if item.get("id") is None else str(item["id"]),
+        "link": item.get("url") or item.get("external_url"),
+        "title_detail": _json_text(item.get("title")),
+        "summary_detail": _json_text(item.get("summary")),
+        "content": content,
+        "published": item.get("date_published"),
+        "published_parsed": _json_date(item.get("date_published")),
+        "updated_parsed": _json_date(item.get("date_modified")),
+        "authors": [a for a in authors if isinstance(a, dict)] if isinstance(authors, list) else [],
+        "tags": [{"term": t} for t in tags if isinstance(t, str)] if isinstance(tags, list) else [],
+    }
+
+
+def _json_text(value: object) -> dict[str, str] | None:
+    return {"type": "text/plain", "value": value} if isinstance(value, str) else None
+
+
+def _json_date(value: object) -> time.struct_time | None:
+    """An RFC 3339 date as feedparser would give it: a UTC struct_time."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).timetuple()
 
 
 def _not_a_feed_reason(result: Any) -> str:

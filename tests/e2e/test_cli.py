@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from feedsvc.cli import main
 from feedsvc.match import normalize
-from tests.e2e.servers import CORPUS, write_config
+from tests.e2e.servers import CORPUS, FeedServer, write_config
 
 GOOD = """\
 database: sqlite:///{db}
@@ -138,3 +139,20 @@ def test_poll_then_status_through_the_installed_console_script(tmp_path: Path) -
     [source] = json.loads(status.stdout)["sources"]
     assert source["name"] == "finews" and source["entry_count"] == 104
     assert source["state"] == "ok" and source["last_error"] is None
+
+
+async def test_match_fetches_a_url_on_a_local_server(feed_server: FeedServer) -> None:
+    """The command line names the server, so its loopback address is allowed."""
+    feed_server.files["/hk.xml"] = (CORPUS / "by_source" / "hk.xml").read_bytes()
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("feedsvc")),
+        "match",
+        "港股",
+        feed_server.url("/hk.xml"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert lines and all("港股" in line["terms"] for line in lines)
