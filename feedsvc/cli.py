@@ -178,7 +178,7 @@ async def open_services(
                     renderer=DigestRenderer(templates_dir()),
                     mailer=mailer,
                     secret=service_secret(config),
-                    owner=f"{socket.gethostname()}:{os.getpid()}",
+                    owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
                     parse_pool=pool,
                 )
                 await pipeline.sync_config(svc, _now())
