@@ -28,6 +28,8 @@ log = logging.getLogger("feedsvc.scheduler")
 POLL_TICK_SECONDS = 10
 DIGEST_TICK_SECONDS = 15
 
+TICK_ANCHOR = datetime(2000, 1, 1, 0, 0, 2, tzinfo=UTC)
+
 Clock = Callable[[], datetime]
 
 
@@ -77,6 +79,9 @@ def build_scheduler(svc: Services) -> AsyncIOScheduler:
             _guarded(name, tick, svc),
             "interval",
             seconds=seconds,
+            # Ticks fall two seconds after each minute (and quarter): digest windows end
+            # on the minute, so a due digest goes out moments after its window closes.
+            start_date=TICK_ANCHOR,
             id=name,
             name=f"{name} tick",
             next_run_time=now,
