@@ -1,18 +1,14 @@
-"""One compiled index of all subscriptions: Aho–Corasick per field, then the hit queries."""
+"""One compiled index of all subscriptions: one scan for the terms, then truth tables."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from typing import Any, TypeGuard
 
-import ahocorasick
-
 from feedsvc.errors import QueryError
-from feedsvc.match.normalize import needs_boundary, normalize, normalize_short, occurrences
 from feedsvc.match.query import (
     And,
     Field,
@@ -24,15 +20,9 @@ from feedsvc.match.query import (
     iter_terms,
     parse_query,
 )
+from feedsvc.match.scan import Document, LiteralTerm, Scanner
+from feedsvc.match.tables import Numbered, Tables, truth_table
 from feedsvc.model import EntryData
-
-#: What an automaton key stands for: a term id, the term's field, and the normalised term
-#: when an occurrence must still be confirmed there (boundary rule, or another field).
-_Target = tuple[int, Field, str | None]
-#: Title and content terms are looked for in the text field (title + " " + content), which
-#: holds every occurrence of them, and confirmed in their own field: the body is scanned
-#: once, not three times.
-_SCANNED_AS: dict[Field, Field] = {"title": "text", "content": "text"}
 
 #: Term ids hit in one document, and a lazy probe for regex term ids.
 Hits = set[int]
@@ -40,10 +30,12 @@ RegexProbe = Callable[[int], bool]
 #: Evaluates one (sub)query: the ordinals of the terms that made it true (see
 #: ``_Subscription.displays``), in any order, or None when it is false.
 Evaluator = Callable[[Hits, RegexProbe], tuple[int, ...] | None]
-
 _chain = chain.from_iterable
-_first = itemgetter(0)
 _second = itemgetter(1)
+
+#: A query of literal terms with at most this many distinct terms is compiled into a truth
+#: table (at most 2**n evaluations when the index is built, fewer entries kept).
+MAX_TABLE_TERMS = 5
 
 
 @dataclass(frozen=True)
@@ -56,55 +48,6 @@ class Hit:
     #: query. Only terms of the branches that made the query true count; empty when
     #: negations alone did (``-广告``).
     terms: tuple[str, ...]
-
-
-class _Document:
-    """One entry's fields, each normalised the first time a term or regex needs it."""
-
-    __slots__ = ("_encoded", "_entry", "_source", "_texts")
-
-    def __init__(self, entry: EntryData, source: str) -> None:
-        self._entry = entry
-        self._source = source
-        self._texts: dict[str, str] = {}
-        self._encoded: dict[str, bytes] = {}
-
-    def field(self, name: Field) -> str:
-        text = self._texts.get(name)
-        if text is None:
-            text = self._texts[name] = self._normalize(name)
-        return text
-
-    def utf8(self, name: Field) -> bytes:
-        """The normalised field as UTF-8, what the automata and RE2 read."""
-        encoded = self._encoded.get(name)
-        if encoded is None:
-            encoded = self._encoded[name] = self.field(name).encode("utf-8")
-        return encoded
-
-    def _normalize(self, name: Field) -> str:
-        entry = self._entry
-        if name == "title":
-            return normalize(entry.title)
-        if name == "content":
-            return normalize(entry.content or entry.summary)
-        if name == "text":
-            # Joined after normalising (not normalised joined): the same text, and the
-            # title and content are not normalised twice.
-            return " ".join(part for part in (self.field("title"), self.field("content")) if part)
-        if name == "category":
-            return _join_values(entry.categories)
-        if name == "author":
-            return _join_values(entry.authors)
-        if name == "source":
-            return normalize_short(self._source)
-        return normalize(entry.link or "")
-
-
-def _join_values(values: Sequence[str]) -> str:
-    # "\n" never occurs in normalised text or terms, so no term matches across two values,
-    # and it is a boundary for the boundary rule.
-    return "\n".join(normalize_short(value) for value in values)
 
 
 # Distinct Hit objects kept per subscription (one per combination of terms that hit).
@@ -129,36 +72,39 @@ class _Subscription:
                 self.hits[ordinals] = hit
         return hit
 
+    def result_for(self, hits: Hits) -> Hit | None:
+        """The Hit when exactly the literal terms ``hits`` occur, or None (no regexes)."""
+        ordinals = self.evaluate(hits, _no_regexes)
+        return None if ordinals is None else self.hit(ordinals)
+
+
+def _no_regexes(term_id: int) -> bool:
+    raise AssertionError(f"a tabled query has no regex, but term {term_id} was probed")
+
 
 class MatchIndex:
     """Every subscription's query compiled into one index.
 
-    Literal terms of all queries go into one Aho–Corasick automaton per field (title and
-    content terms into the text field's); a document is scanned once per such field. Only
-    subscriptions that one of their "trigger" terms hit are evaluated, plus those that can
-    match without any term hit (pure negations, regex-only queries). Regexes run only when
-    an evaluation needs them. A query that is one literal term needs no evaluation: its
-    term hit, so it matched.
+    Literal terms of all queries are found by one scan of each field (see ``Scanner``).
+    Only subscriptions that one of their "trigger" terms hit are looked at, plus those
+    that can match without any term hit (pure negations, regex-only queries). A query of
+    few literal terms was evaluated for every combination of its terms when the index was
+    built (see ``Tables``): most cost a document one list extension or set operation.
+    The others (regexes, many terms) run their compiled query; regexes only when the
+    rest of the query needs them.
     """
 
     def __init__(
         self,
         subscriptions: Sequence[_Subscription],
-        automata: Mapping[Field, Any],
-        targets: Sequence[tuple[_Target, ...]],
+        scanner: Scanner,
         regexes: Mapping[int, tuple[Field, Any]],
-        triggered: Sequence[tuple[int, ...]],
-        certain: Sequence[tuple[tuple[int, Hit], ...]],
-        always: Sequence[int],
+        tables: Tables,
     ) -> None:
         self._subscriptions = subscriptions
-        self._automata = automata
-        self._targets = targets
-        self._to_confirm = frozenset(~i for i in range(len(targets)))
+        self._scanner = scanner
         self._regexes = regexes
-        self._triggered = triggered
-        self._certain = certain
-        self._always = frozenset(always)
+        self._tables = tables
 
     @classmethod
     def build(cls, queries: Mapping[str, str]) -> MatchIndex:
@@ -179,18 +125,18 @@ class MatchIndex:
 
     def match(self, entry: EntryData, source: str) -> list[Hit]:
         """The subscriptions whose query matches ``entry`` (from ``source``), in build order."""
-        document = _Document(entry, source)
-        hits = self._scan(document)
-        certain = list(_chain(map(self._certain.__getitem__, hits)))
-        candidates = set(_chain(map(self._triggered.__getitem__, hits)))
-        candidates |= self._always
-        found = certain + self._evaluate(candidates, hits, self._regex_probe(document))
-        found.sort(key=_first)
-        return [hit for _, hit in found]
+        document = Document(entry, source)
+        hits = self._scanner.scan(document)
+        found, evaluated = self._tables.match(hits)
+        found += self._evaluate(evaluated, hits, document)
+        # Subscription numbers are unique: tuples compare by them alone.
+        found.sort()
+        return list(map(_second, found))
 
-    def _evaluate(self, numbers: set[int], hits: Hits, probe: RegexProbe) -> list[tuple[int, Hit]]:
+    def _evaluate(self, numbers: set[int], hits: Hits, document: Document) -> list[Numbered]:
         found = []
         subscriptions = self._subscriptions
+        probe = self._regex_probe(document)
         for number in numbers:
             subscription = subscriptions[number]
             ordinals = subscription.evaluate(hits, probe)
@@ -198,20 +144,7 @@ class MatchIndex:
                 found.append((number, subscription.hit(ordinals)))
         return found
 
-    def _scan(self, document: _Document) -> Hits:
-        hits: Hits = set()
-        for scanned, automaton in self._automata.items():
-            units = document.utf8(scanned).decode("latin-1")  # as _utf8_units does
-            found = set(map(_second, automaton.iter(units)))
-            for key in found & self._to_confirm:
-                found.discard(key)
-                for term_id, field, confirm in self._targets[~key]:
-                    if confirm is None or _occurs(document.field(field), confirm):
-                        hits.add(term_id)
-            hits |= found
-        return hits
-
-    def _regex_probe(self, document: _Document) -> RegexProbe:
+    def _regex_probe(self, document: Document) -> RegexProbe:
         results: dict[int, bool] = {}
 
         def probe(term_id: int) -> bool:
@@ -231,47 +164,35 @@ class _Builder:
         self._ids: dict[tuple[Field, str, bool], int] = {}
         self._terms: list[Term] = []
         self._subscriptions: list[_Subscription] = []
-        self._triggered: defaultdict[int, list[int]] = defaultdict(list)
-        self._certain: defaultdict[int, list[tuple[int, Hit]]] = defaultdict(list)
-        self._always: list[int] = []
+        self._tables = Tables()
 
     def add(self, name: str, query: Query) -> None:
         number = len(self._subscriptions)
         displays = tuple(dict.fromkeys(term.text for term in iter_terms(query)))
         compiler = _Compiler(self._id, {text: i for i, text in enumerate(displays)})
-        self._subscriptions.append(_Subscription(name, compiler.compile(query), displays, {}))
-        if _is_literal(query):
-            self._certain[self._id(query)].append((number, Hit(name, displays)))
-            return
+        subscription = _Subscription(name, compiler.compile(query), displays, {})
+        self._subscriptions.append(subscription)
+        term_ids = frozenset(map(self._id, iter_terms(query)))
         triggers = self._triggers(query)
-        if triggers is None:
-            self._always.append(number)
-        for term_id in triggers or ():
-            self._triggered[term_id].append(number)
+        if _is_tabled(query, term_ids):
+            table = truth_table(number, term_ids, subscription.result_for)
+            self._tables.add(number, table, term_ids, triggers)
+        else:
+            self._tables.add_evaluated(number, triggers)
 
     def index(self) -> MatchIndex:
-        keys: defaultdict[Field, dict[str, list[_Target]]] = defaultdict(dict)
-        regexes: dict[int, tuple[Field, Any]] = {}
-        for term_id, term in enumerate(self._terms):
-            if term.is_regex:
-                regexes[term_id] = (term.field, compile_regex(term.normalized, term.position))
-                continue
-            scanned = _SCANNED_AS.get(term.field, term.field)
-            confirm = scanned != term.field or needs_boundary(term.normalized)
-            target = (term_id, term.field, term.normalized if confirm else None)
-            keys[scanned].setdefault(term.normalized, []).append(target)
-        targets: list[tuple[_Target, ...]] = []
-        automata = {field: _automaton(needles, targets) for field, needles in keys.items()}
-        return MatchIndex(
-            self._subscriptions,
-            automata,
-            targets,
-            regexes,
-            # Lists indexed by term id: looked up for every term hit, so no dict lookups.
-            [tuple(self._triggered[term_id]) for term_id in range(len(self._terms))],
-            [tuple(self._certain[term_id]) for term_id in range(len(self._terms))],
-            self._always,
-        )
+        literals = [
+            LiteralTerm(term_id, term.field, term.normalized)
+            for term_id, term in enumerate(self._terms)
+            if not term.is_regex
+        ]
+        regexes = {
+            term_id: (term.field, compile_regex(term.normalized, term.position))
+            for term_id, term in enumerate(self._terms)
+            if term.is_regex
+        }
+        self._tables.finish(len(self._terms))
+        return MatchIndex(self._subscriptions, Scanner(literals), regexes, self._tables)
 
     def _id(self, term: Term) -> int:
         term_id = self._ids.get(term.key)
@@ -304,6 +225,10 @@ class _Builder:
             max(_FIELD_COMMONNESS[term.field] for term in terms),
             -min(map(_weight, (term.normalized for term in terms))),
         )
+
+
+def _is_tabled(query: Query, term_ids: frozenset[int]) -> bool:
+    return len(term_ids) <= MAX_TABLE_TERMS and not any(t.is_regex for t in iter_terms(query))
 
 
 class _Compiler:
@@ -384,40 +309,6 @@ _FIELD_COMMONNESS = {
 def _weight(term: str) -> int:
     """A term's length with Chinese characters counted thrice, as a rarity estimate."""
     return len(term) + 2 * sum(1 for ch in term if ord(ch) >= 0x2E80)
-
-
-def _automaton(needles: Mapping[str, list[_Target]], targets: list[tuple[_Target, ...]]) -> Any:
-    """An automaton of ``needles``; a needle's value is its term id when that is all it
-    stands for, else ``~i`` for its targets, appended to ``targets`` as ``targets[i]``.
-
-    Most needles are one term of the scanned field without a boundary: their hits go
-    straight into the hit set, and only the others are looked at one by one.
-    """
-    automaton = ahocorasick.Automaton()
-    for needle, needle_targets in needles.items():
-        [(term_id, _, confirm), *more] = needle_targets
-        if confirm is None and not more:
-            automaton.add_word(_utf8_units(needle), term_id)
-        else:
-            automaton.add_word(_utf8_units(needle), ~len(targets))
-            targets.append(tuple(needle_targets))
-    automaton.make_automaton()
-    return automaton
-
-
-def _occurs(text: str, term: str) -> bool:
-    return next(occurrences(text, term), None) is not None
-
-
-def _utf8_units(text: str) -> str:
-    """``text`` as its UTF-8 bytes, one character per byte, for the automaton.
-
-    pyahocorasick finds a node's child by a linear search; thousands of distinct Chinese
-    first characters make every step from the root slow. Over bytes no node has more
-    than 256 children (the root about ten), which makes scanning several times faster.
-    UTF-8 is self-synchronising, so a term's bytes only ever match at character starts.
-    """
-    return text.encode("utf-8").decode("latin-1")
 
 
 def _is_literal(query: Query) -> TypeGuard[Term]:

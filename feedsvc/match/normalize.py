@@ -204,11 +204,6 @@ def _is_ascii_alnum(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
 
 
-def needs_boundary(term: str) -> bool:
-    """Whether the boundary rule constrains a normalised term (it starts or ends in [a-z0-9])."""
-    return _is_ascii_alnum(term[0]) or _is_ascii_alnum(term[-1])
-
-
 def occurrences(text: str, term: str) -> Iterator[int]:
     """Start offsets where normalised ``term`` occurs in normalised ``text``.
 

@@ -108,6 +108,42 @@ CASES: dict[str, tuple[str, dict[str, Any], tuple[str, ...] | None]] = {
     ),
     "link with no link": ("link:finews", {"link": None}, None),
     "field on a group": ("title:(深圳 OR 上海)", {"title": "上海", "content": "深圳"}, ("上海",)),
+    "all of three with an exclusion": (
+        "深圳 新能源 AI -广告",
+        {"title": "深圳新能源", "content": "AI芯片"},
+        ("深圳", "新能源", "AI"),
+    ),
+    "all of three, one missing": ("深圳 新能源 AI", {"title": "深圳新能源 said"}, None),
+    "all of, excluded term hit": ("深圳 新能源 -广告", {"title": "深圳新能源广告"}, None),
+    "any of, two terms and an exclusion": (
+        "(深圳 OR 上海 OR 北京) -广告",
+        {"title": "北京 深圳"},
+        ("深圳", "北京"),
+    ),
+    "any of, excluded term hit": ("(深圳 OR 上海) -广告", {"title": "上海广告"}, None),
+    "neither any of nor all of": (
+        "(深圳 OR 上海) (新能源 OR 光伏)",
+        {"title": "上海光伏"},
+        ("上海", "光伏"),
+    ),
+    "too many terms for a table": (
+        "深圳 OR 上海 OR 北京 OR 广州 OR 杭州 OR 南京",
+        {"title": "杭州 深圳"},
+        ("深圳", "杭州"),
+    ),
+    "boundary rule at the seam of title and content": (
+        '"ai 芯片"',
+        {"title": "said ai", "content": "芯片"},
+        ("ai 芯片",),
+    ),
+    "boundary rule at the seam, glued": ('"ai 芯片"', {"title": "saidai", "content": "芯片"}, None),
+    "title and text terms of one word": (
+        "title:深圳 上海",
+        {"title": "深圳", "content": "上海"},
+        ("深圳", "上海"),
+    ),
+    "boundary inside a Chinese title": ("title:5g", {"title": "华为5g手机 5gx"}, ("5g",)),
+    "boundary failing in a title": ("title:5g", {"title": "华为5gx手机"}, None),
 }
 
 
@@ -173,6 +209,21 @@ def test_keyword_list_from_config(entry: EntryFactory) -> None:
     index = MatchIndex.build({config.name: config.query_text})
     assert index.match(entry("光伏与AI 芯片"), "x") == [Hit("kw", ("光伏", "ＡＩ 芯片"))]
     assert index.match(entry("新 能源"), "x") == []
+
+
+def test_few_term_queries_take_the_set_operation_paths(entry: EntryFactory) -> None:
+    # Recognised from their truth tables: any of / all of skip the per-query look-up.
+    index = MatchIndex.build(
+        {"any": "(深圳 OR 上海) -广告", "all": "深圳 新能源 -广告", "other": "(深圳 OR 上海) 光伏"}
+    )
+    tables = index._tables  # observed: which path each subscription takes
+    assert (tables._all_of.codes, tables._other.codes) == ({1}, {2})
+    assert {~code for code in tables._excluding.codes} == {0, 1}
+    assert [h.subscription for h in index.match(entry("深圳新能源光伏"), "x")] == [
+        "any",
+        "all",
+        "other",
+    ]
 
 
 class CountingRegex:

@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 
 from feedsvc.match import normalize
-from feedsvc.match.normalize import (
-    needs_boundary,
-    normalize_mapped,
-    occurrences,
-    plain_text,
-)
+from feedsvc.match.normalize import normalize_mapped, occurrences, plain_text
+from feedsvc.match.scan import mark_boundaries
 
 NORMALIZE_CASES = {
     "inline tags vanish": ("新<b>能源</b>汽车", "新能源汽车"),
@@ -121,9 +117,16 @@ def test_boundary_rule(term: str, text: str, starts: list[int]) -> None:
     assert list(occurrences(text, term)) == starts
 
 
-def test_needs_boundary_only_for_ascii_letter_or_digit_ends() -> None:
-    assert needs_boundary("ai")
-    assert needs_boundary("ai芯片")
-    assert needs_boundary("芯片5")
-    assert not needs_boundary("深圳")
-    assert not needs_boundary("《深圳》")
+@pytest.mark.parametrize(
+    ("term", "text", "starts"), list(BOUNDARY_CASES.values()), ids=list(BOUNDARY_CASES)
+)
+def test_marked_substring_search_is_the_boundary_rule(
+    term: str, text: str, starts: list[int]
+) -> None:
+    # What the index's automata rely on (feedsvc.match.scan): see also test_property.py.
+    assert (mark_boundaries(term) in mark_boundaries(text)) == bool(starts)
+
+
+def test_marks_go_around_ascii_runs_only() -> None:
+    assert mark_boundaries("深圳ai芯片 5g") == "深圳\u200bai\u200b芯片 \u200b5g\u200b"
+    assert mark_boundaries("深圳市") == "深圳市"

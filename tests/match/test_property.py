@@ -21,7 +21,8 @@ from feedsvc.match import (
     normalize,
     parse_query,
 )
-from feedsvc.match.normalize import normalize_mapped
+from feedsvc.match.normalize import normalize_mapped, occurrences
+from feedsvc.match.scan import mark_boundaries
 from feedsvc.model import EntryData
 
 CHINESE = ["深圳", "圳", "深圳市", "新能源", "能源", "电池", "電池", "广告", "港股"]
@@ -199,3 +200,15 @@ def test_what_matches_a_title_is_highlighted_in_it(title: str, word: str) -> Non
     assert bool(hits) == bool(spans)
     for start, end in spans:
         assert normalize(word) in normalize(title[start:end])
+
+
+marked_pieces = st.lists(
+    st.sampled_from(["ai", "a", "5", "g", "深", "圳", " ", "-", "\n"]), max_size=10
+)
+
+
+@PROPERTY
+@given(marked_pieces.map("".join), marked_pieces.filter(bool).map("".join))
+def test_marked_substring_search_is_the_boundary_rule(text: str, term: str) -> None:
+    expected = next(occurrences(text, term), None) is not None
+    assert (mark_boundaries(term) in mark_boundaries(text)) == expected
