@@ -165,6 +165,20 @@ class FetchConfig(_Model):
     max_backoff: Duration = timedelta(hours=24)
     #: Entries kept per poll of one source.
     max_entries_per_poll: int = Field(default=500, ge=1)
+    #: Bounds of the adaptive polling interval (a source's ``every`` outside them widens
+    #: them for that source): frequent publishers are polled down to ``min_every``,
+    #: quiet ones up to ``max_every``.
+    min_every: Duration = timedelta(minutes=5)
+    max_every: Duration = timedelta(hours=12)
+    #: Sources of one cycle in progress at once (fetching, waiting for the parse pool,
+    #: storing): bounds a cycle's memory to this many bodies of at most the body cap.
+    max_pending: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _interval_bounds_ordered(self) -> FetchConfig:
+        if self.min_every > self.max_every:
+            raise ValueError("min_every must not be longer than max_every")
+        return self
 
 
 class SourceConfig(_Model):

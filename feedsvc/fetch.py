@@ -434,6 +434,7 @@ async def _outcome(
             headers.get("etag", source.etag),
             headers.get("last-modified", source.last_modified),
             max_age=max_age,
+            moved_to=moved_to,
         )
     if not 200 <= response.status < 300:
         raise _status_failure(response.status, response.reason, headers)
@@ -441,7 +442,7 @@ async def _outcome(
     body_hash = hashlib.sha256(body).hexdigest()
     etag, last_modified = headers.get("etag"), headers.get("last-modified")
     if body_hash == source.body_hash:
-        return NotModified(url, etag, last_modified, max_age=max_age)
+        return NotModified(url, etag, last_modified, max_age=max_age, moved_to=moved_to)
     return Fetched(url, body, headers, etag, last_modified, body_hash, moved_to, max_age=max_age)
 
 

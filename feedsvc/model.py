@@ -22,6 +22,13 @@ class SourceForUpdate:
     body_hash: str | None = None
     #: Failures in a row before this poll (drives the back-off).
     consecutive_failures: int = 0
+    #: When a poll last found new entries, and the moving average of the time between
+    #: new entries since: the adaptive polling interval.
+    last_new_at: datetime | None = None
+    publish_gap: timedelta | None = None
+    #: The feed's own polling hint from its last parse (``<ttl>``, ``sy:update*``),
+    #: kept because a 304 carries no feed to read it from.
+    feed_min_interval: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class NotModified:
     last_modified: str | None = None
     #: ``Cache-Control: max-age`` in seconds: a lower bound for the polling interval.
     max_age: float | None = None
+    #: Set when every redirect hop was permanent (301/308): the source's new URL.
+    moved_to: str | None = None
 
 
 FetchResult = Fetched | NotModified
@@ -154,6 +163,8 @@ class SourceStatus:
     consecutive_failures: int
     next_poll: datetime | None
     entry_count: int
+    #: The URL the config gives, when a permanent redirect moved the source elsewhere.
+    moved_from: str | None = None
 
 
 @dataclass(frozen=True)

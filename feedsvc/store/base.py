@@ -12,9 +12,9 @@ Contract, stated once for every method:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from feedsvc.model import (
@@ -67,6 +67,12 @@ class FetchOutcome:
     error: str | None = None
     #: Disables the source (410 Gone), keeping ``error`` as the reason.
     disable: bool = False
+    #: Adaptive polling state (see SourceForUpdate); ``None`` keeps the stored value,
+    #: except ``feed_min_interval``, which a parsed success (ok, not not-modified)
+    #: always replaces: a feed that drops its ``<ttl>`` drops the hint.
+    last_new_at: datetime | None = None
+    publish_gap: timedelta | None = None
+    feed_min_interval: timedelta | None = None
 
 
 class Storage(Protocol):
@@ -108,6 +114,10 @@ class Storage(Protocol):
         Success resets consecutive failures and sets last success; failure increments
         them and stores the error kind and message.
         """
+
+    async def record_fetches(self, outcomes: Mapping[str, FetchOutcome]) -> None:
+        """:meth:`record_fetch` for several sources (by name) in one transaction: a
+        polling cycle records its sources in batches, not one transaction each."""
 
     async def source_statuses(self) -> list[SourceStatus]:
         """Every source's health, failing sources first, then by name."""
@@ -197,5 +207,6 @@ class Storage(Protocol):
     async def unsubscribed(self) -> set[tuple[str, str]]:
         """All (email, subscription) pairs that unsubscribed."""
 
-    async def resubscribe(self, email: str, subscription: str) -> None:
-        """Remove an unsubscribe (the operator's decision)."""
+    async def resubscribe(self, email: str, subscription: str, now: datetime) -> None:
+        """Remove an unsubscribe (the operator's decision). The pair starts again at
+        ``now``: matches made while the subscriber was away are never sent."""

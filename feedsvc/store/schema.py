@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -102,6 +103,11 @@ sources = Table(
     Column("last_error_kind", Text),
     Column("last_error", Text),
     Column("consecutive_failures", Integer, nullable=False, default=0),
+    #: Adaptive polling (migration 2): when a poll last found new entries, the moving
+    #: average of the seconds between new entries, the feed's own ttl hint in seconds.
+    Column("last_new_at", UtcDateTime),
+    Column("publish_gap_s", Float),
+    Column("feed_min_interval_s", Float),
     #: The feed's own data (FeedInfo) from the last parse; empty until then.
     Column("feed_id", Text, nullable=False, default=""),
     Column("feed_title", Text, nullable=False, default=""),
@@ -224,11 +230,29 @@ def _create_tables(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
+    """A migration adding nullable columns, typed as the Table above declares them."""
+
+    def apply(conn: Connection) -> None:
+        for name in names:
+            column_type = table.c[name].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {column_type}")
+
+    return apply
+
+
 #: Append-only: never edit a released migration, add a new one at the end. The Table
 #: objects above are always the newest schema, so a fresh database is created from
 #: them directly (as migration 1 does) and later migrations only upgrade older ones,
 #: the way lemon24/reader does it.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "create tables", _create_tables),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "create tables", _create_tables),
+    Migration(
+        2,
+        "adaptive polling state on sources",
+        _add_columns(sources, "last_new_at", "publish_gap_s", "feed_min_interval_s"),
+    ),
+)
 
 
 def migrate(

@@ -121,9 +121,15 @@ async def test_unsubscribed_pairs_are_not_pending_until_resubscribed(
         "新能源"
     ]
 
-    await subscribed.resubscribe(READER, "深圳")
+    await subscribed.resubscribe(READER, "深圳", T0 + 2 * HOUR)
     assert await subscribed.unsubscribed() == set()
-    assert len(await subscribed.pending_matches(READER, T0 + HOUR)) == 2
+    # What matched while the subscriber was away is never sent; what matches after is.
+    assert [m.subscription for m in await subscribed.pending_matches(READER, T0 + 3 * HOUR)] == [
+        "新能源"
+    ]
+    await match_entries(subscribed, source, "深圳", range(2, 3), T0 + 3 * HOUR)
+    later = await subscribed.pending_matches(READER, T0 + 3 * HOUR)
+    assert sorted(m.subscription for m in later) == ["新能源", "深圳"]
 
 
 async def test_unsubscribing_before_subscribing_is_recorded(subscribed: SqlStorage) -> None:

@@ -43,10 +43,11 @@ async def test_two_nodes_migrating_a_fresh_database_at_once(
 
 async def test_migrate_applies_only_newer_migrations_in_order(storage: SqlStorage) -> None:
     extra = MetaData()
+    newest = MIGRATIONS[-1].version
     later = (
         *MIGRATIONS,
-        Migration(2, "add table a", Table("a", extra, Column("x", Integer)).create),
-        Migration(3, "add table b", Table("b", extra, Column("x", Integer)).create),
+        Migration(newest + 1, "add table a", Table("a", extra, Column("x", Integer)).create),
+        Migration(newest + 2, "add table b", Table("b", extra, Column("x", Integer)).create),
     )
 
     async with storage.engine.begin() as conn:
@@ -54,9 +55,9 @@ async def test_migrate_applies_only_newer_migrations_in_order(storage: SqlStorag
         again = await conn.run_sync(migrate, T0, later)
         tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
 
-    assert (applied, again) == ([2, 3], [])
+    assert (applied, again) == ([newest + 1, newest + 2], [])
     assert {"a", "b"} <= set(tables)
-    assert await versions(storage) == [1, 2, 3]
+    assert await versions(storage) == [newest, newest + 1, newest + 2]
 
 
 async def test_migrate_refuses_a_database_newer_than_the_code(storage: SqlStorage) -> None:
@@ -139,3 +140,20 @@ async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     await store.close()
 
     assert mode == "wal"
+
+
+async def test_migration_2_adds_the_adaptive_polling_columns_and_keeps_sources(
+    storage: SqlStorage,
+) -> None:
+    await storage.sync_sources([SourceSpec("财经", "https://finews.example.com/feed.xml")], T0)
+    async with storage.engine.begin() as conn:  # back to a version 1 database
+        for column in ("last_new_at", "publish_gap_s", "feed_min_interval_s"):
+            await conn.exec_driver_sql(f"ALTER TABLE sources DROP COLUMN {column}")
+        await conn.execute(schema_version.delete())
+        await conn.execute(schema_version.insert().values(version=1, applied_at=T0))
+
+    await storage.migrate()
+    [claimed] = await storage.claim_due_sources(T0, "node", T0 + LEASE, 10)
+
+    assert await versions(storage) == [1, 2]
+    assert claimed.name == "财经" and claimed.publish_gap is None and claimed.last_new_at is None

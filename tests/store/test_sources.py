@@ -247,3 +247,74 @@ async def test_two_nodes_syncing_the_same_config_at_once(
         await asyncio.gather(storage.sync_sources(specs, T0), other_node.sync_sources(specs, T0))
 
     assert sorted(s.name for s in await storage.source_statuses()) == sorted(s.name for s in specs)
+
+
+async def test_adaptive_polling_state_is_kept_until_a_poll_changes_it(
+    storage: SqlStorage,
+) -> None:
+    await storage.sync_sources([FINEWS], T0)
+    gap, ttl = timedelta(minutes=3), timedelta(hours=1)
+    await storage.record_fetch("finews", ok(last_new_at=T0, publish_gap=gap, feed_min_interval=ttl))
+    await storage.record_fetch("finews", ok(not_modified=True, at=timedelta(minutes=5)))
+    [after_304] = await storage.claim_sources(["finews"], LATER, "n", LATER)
+    await storage.record_fetch("finews", failed())
+    [after_error] = await storage.claim_sources(["finews"], LATER, "n", LATER)
+    # A parsed success replaces the feed's hint, also with "none" (it dropped <ttl>).
+    await storage.record_fetch("finews", ok(body_hash="h2"))
+    [after_200] = await storage.claim_sources(["finews"], LATER, "n", LATER)
+
+    for seen in (after_304, after_error):
+        assert (seen.last_new_at, seen.publish_gap, seen.feed_min_interval) == (T0, gap, ttl)
+    assert (after_200.last_new_at, after_200.publish_gap) == (T0, gap)
+    assert after_200.feed_min_interval is None
+
+
+async def test_record_fetches_records_several_sources_in_one_call(storage: SqlStorage) -> None:
+    await storage.sync_sources([FINEWS, EMNEWS], T0)
+    await storage.claim_due_sources(T0, "node-1", T0 + LEASE, 10)
+
+    await storage.record_fetches({"finews": ok(etag='"a"'), "emnews": failed("http")})
+
+    statuses = {s.name: s for s in await storage.source_statuses()}
+    assert statuses["finews"].last_success == T0 and statuses["finews"].consecutive_failures == 0
+    assert statuses["emnews"].last_error_kind == "http"
+    assert statuses["emnews"].consecutive_failures == 1
+    assert await claim_names(storage, "node-2", at=timedelta(minutes=10)) == ["emnews", "finews"]
+
+
+async def test_record_fetches_with_an_unknown_source_records_nothing(
+    storage: SqlStorage,
+) -> None:
+    await storage.sync_sources([FINEWS], T0)
+
+    with pytest.raises(KeyError, match="未知"):
+        await storage.record_fetches({"finews": failed(), "未知": ok()})
+
+    [status] = await storage.source_statuses()
+    assert status.consecutive_failures == 0 and status.last_error is None
+
+
+async def test_status_shows_where_a_permanent_redirect_moved_the_source(
+    storage: SqlStorage,
+) -> None:
+    await storage.sync_sources([FINEWS, EMNEWS], T0)
+    await storage.record_fetch("finews", ok(moved_to="https://finews.example.com/新/atom"))
+
+    statuses = {s.name: s for s in await storage.source_statuses()}
+
+    assert statuses["finews"].url == "https://finews.example.com/新/atom"
+    assert statuses["finews"].moved_from == FINEWS.url
+    assert statuses["emnews"].moved_from is None
+
+
+async def test_a_new_config_url_forgets_the_adaptive_polling_state(storage: SqlStorage) -> None:
+    await storage.sync_sources([FINEWS], T0)
+    await storage.record_fetch(
+        "finews",
+        ok(last_new_at=T0, publish_gap=timedelta(minutes=3), feed_min_interval=timedelta(hours=1)),
+    )
+
+    await storage.sync_sources([SourceSpec("finews", "https://finews.example.org/rss")], LATER)
+    [moved] = await storage.claim_due_sources(LATER, "n", LATER + LEASE, 10)
+
+    assert moved == SourceForUpdate("finews", "https://finews.example.org/rss")
