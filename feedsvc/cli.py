@@ -29,7 +29,7 @@ from feedsvc.model import Fetched, ParsedFeed, SourceForUpdate, SourceStatus
 from feedsvc.parse import parse_feed
 from feedsvc.pipeline import Services
 from feedsvc.render import DigestRenderer
-from feedsvc.store import open_storage
+from feedsvc.store import Storage, open_storage
 from feedsvc.web import WebContext, create_app, invalidate_feeds
 
 log = logging.getLogger("feedsvc")
@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--out", required=True, type=Path)
     status = with_config(command("status", cmd_status, "show sources' health and the outbox"))
     status.add_argument("--json", action="store_true")
+    resubscribe = with_config(
+        command("resubscribe", cmd_resubscribe, "undo an unsubscribe (the operator's decision)")
+    )
+    resubscribe.add_argument("email")
+    resubscribe.add_argument("subscription", nargs="*", help="default: all of the subscriber's")
     return parser
 
 
@@ -375,52 +380,93 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 async def _publish(config: Config, out: Path) -> list[Path]:
-    storage = open_storage(config.database)
-    try:
-        await storage.migrate()
+    async with opened_storage(config) as storage:
         return await pipeline.publish_feeds(config, storage, out, _now())
-    finally:
-        await storage.close()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     loaded = load_checked_config(args.config)
-    statuses, outbox = asyncio.run(_status(loaded.config))
+    statuses, outbox, unsubscribed = asyncio.run(_status(loaded.config))
     if args.json:
-        print(
-            json.dumps(
-                {"sources": [_status_json(s) for s in statuses], "outbox": outbox},
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
+        report = {
+            "sources": [_status_json(s) for s in statuses],
+            "outbox": outbox,
+            "unsubscribed": [{"email": e, "subscription": s} for e, s in sorted(unsubscribed)],
+        }
+        print(json.dumps(report, ensure_ascii=False, indent=2))
         return EXIT_OK
-    print(
-        _table(
-            ["source", "state", "failures", "last success", "next poll", "entries", "last error"],
-            [
-                [
-                    s.name,
-                    _state(s),
-                    s.consecutive_failures,
-                    _when(s.last_success),
-                    _when(s.next_poll),
-                    s.entry_count,
-                    f"{s.last_error_kind}: {s.last_error}" if s.last_error else "",
-                ]
-                for s in statuses
-            ],
-        )
-    )
+    print(_table(STATUS_COLUMNS, [_status_row(s) for s in statuses]))
     print("outbox: " + ", ".join(f"{k}={v}" for k, v in sorted(outbox.items())))
+    if unsubscribed:
+        pairs = ", ".join(f"{e} ({s})" for e, s in sorted(unsubscribed))
+        print(f"unsubscribed (feedsvc resubscribe undoes it): {pairs}")
     return EXIT_OK
 
 
-async def _status(config: Config) -> tuple[list[SourceStatus], dict[str, int]]:
+STATUS_COLUMNS = [
+    "source",
+    "state",
+    "failures",
+    "last success",
+    "next poll",
+    "entries",
+    "url",
+    "last error",
+]
+
+
+def _status_row(status: SourceStatus) -> list[object]:
+    error = f"{status.last_error_kind}: {status.last_error}" if status.last_error else ""
+    return [
+        status.name,
+        _state(status),
+        status.consecutive_failures,
+        _when(status.last_success),
+        _when(status.next_poll),
+        status.entry_count,
+        status.url,
+        error,
+    ]
+
+
+async def _status(
+    config: Config,
+) -> tuple[list[SourceStatus], dict[str, int], set[tuple[str, str]]]:
+    async with opened_storage(config) as storage:
+        return (
+            await storage.source_statuses(),
+            await storage.outbox_counts(),
+            await storage.unsubscribed(),
+        )
+
+
+def cmd_resubscribe(args: argparse.Namespace) -> int:
+    loaded = load_checked_config(args.config)
+    subscriber = next((s for s in loaded.config.subscribers if s.email == args.email), None)
+    if subscriber is None:
+        raise FeedsvcError(f"no subscriber {args.email!r} in {args.config}")
+    names = args.subscription or subscriber.subscriptions
+    unknown = sorted(set(names) - set(subscriber.subscriptions))
+    if unknown:
+        raise FeedsvcError(f"{args.email} is not subscribed to {', '.join(unknown)} in the config")
+    asyncio.run(_resubscribe(loaded.config, args.email, names))
+    print(f"{args.email}: subscribed again to {', '.join(names)} (from now on)")
+    return EXIT_OK
+
+
+async def _resubscribe(config: Config, email: str, names: Sequence[str]) -> None:
+    async with opened_storage(config) as storage:
+        for name in names:
+            await storage.resubscribe(email, name, _now())
+
+
+@contextlib.asynccontextmanager
+async def opened_storage(config: Config) -> AsyncIterator[Storage]:
+    """The configured database, migrated, closed on exit."""
     storage = open_storage(config.database)
     try:
         await storage.migrate()
-        return await storage.source_statuses(), await storage.outbox_counts()
+        yield storage
     finally:
         await storage.close()
 
