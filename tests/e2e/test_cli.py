@@ -6,13 +6,16 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import feedparser
 import pytest
 
-from feedsvc.cli import main
+from feedsvc.cli import main, opened_storage
+from feedsvc.config import load_config
 from feedsvc.match import normalize
+from feedsvc.store import SubscriberSpec
 from tests.e2e.servers import CORPUS, FeedServer, write_config
 
 GOOD = """\
@@ -156,3 +159,26 @@ async def test_match_fetches_a_url_on_a_local_server(feed_server: FeedServer) ->
     assert process.returncode == 0, err.decode()
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert lines and all("港股" in line["terms"] for line in lines)
+
+
+def test_resubscribe_undoes_an_unsubscribe_recorded_in_the_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = good_config(tmp_path)
+    loaded = load_config(config)
+
+    async def unsubscribe() -> set[tuple[str, str]]:
+        async with opened_storage(loaded.config) as storage:
+            await storage.sync_subscribers(
+                [SubscriberSpec("reader@example.com", ("hk",))], datetime.now(UTC)
+            )
+            await storage.unsubscribe("reader@example.com", "hk", datetime.now(UTC))
+            return await storage.unsubscribed()
+
+    assert asyncio.run(unsubscribe()) == {("reader@example.com", "hk")}
+    assert main(["status", "-c", str(config)]) == 0
+    assert "reader@example.com (hk)" in capsys.readouterr().out
+    assert main(["resubscribe", "-c", str(config), "reader@example.com"]) == 0
+    assert main(["status", "-c", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["unsubscribed"] == []
+    assert main(["resubscribe", "-c", str(config), "nobody@example.com"]) == 1
