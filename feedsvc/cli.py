@@ -236,6 +236,7 @@ async def _run(loaded: LoadedConfig) -> None:
                 storage=svc.storage,
                 secret=svc.secret,
                 templates_dir=templates_dir(),
+                websub_hub=svc.config.http.websub_hub,
             )
         )
         svc.on_feeds_changed = lambda names: invalidate_feeds(app, names)

@@ -86,6 +86,8 @@ Name = Annotated[str, BeforeValidator(_check_name)]
 class HttpConfig(_Model):
     listen: str = "127.0.0.1:8080"
     base_url: str = "http://127.0.0.1:8080"
+    #: A WebSub hub: feeds advertise it (rel="hub") and ping it when they change.
+    websub_hub: str | None = None
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -100,12 +102,12 @@ class HttpConfig(_Model):
             raise ValueError("listen must be HOST:PORT, e.g. 127.0.0.1:8080")
         return value
 
-    @field_validator("base_url")
+    @field_validator("base_url", "websub_hub")
     @classmethod
-    def _base_url_is_http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return value.rstrip("/")
+    def _is_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return None if value is None else value.rstrip("/")
 
 
 class SmtpConfig(_Model):
