@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import itertools
 import math
@@ -124,11 +125,15 @@ def envelope_address(mailbox: str) -> str:
 
 def header_text(value: str) -> str:
     """``value`` as one header-safe line: control characters (CR/LF too) become single spaces."""
-    # Cc holds CR/LF/NUL/DEL; Zl/Zp are line separators some parsers break on; Cf hides text.
-    cleaned = "".join(
-        " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in value
-    )
+    # isprintable() is False for every character replaced below, so the
+    # character-by-character pass runs only for text that may need it.
+    cleaned = value if value.isprintable() else "".join(map(_header_safe, value))
     return _WHITESPACE.sub(" ", cleaned).strip()
+
+
+def _header_safe(ch: str) -> str:
+    # Cc holds CR/LF/NUL/DEL; Zl/Zp are line separators some parsers break on; Cf hides text.
+    return " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
 
 
 def _mailbox(value: str) -> str:
@@ -138,6 +143,9 @@ def _mailbox(value: str) -> str:
     return formataddr((name, address), charset="utf-8")
 
 
+# Digests of one subscription on one day share their subject, and encoding one costs more
+# than building the rest of the message: keep the recent ones.
+@functools.lru_cache(maxsize=1024)
 def _unstructured(value: str) -> str:
     text = header_text(value)
     # Plain ASCII goes as is, unless it looks like an encoded word a parser would decode.
@@ -170,11 +178,12 @@ def _unsubscribe_url(url: str) -> str:
 def _text_part(subtype: str, text: str) -> str:
     # Base64 rather than quoted-printable: Chinese text is a third the size and no line
     # of it can look like a MIME boundary (base64 lines never start with "-").
-    encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
-    lines = "".join(f"{encoded[i : i + 76]}{_CRLF}" for i in range(0, len(encoded), 76))
+    encoded = base64.b64encode(text.encode("utf-8"))
+    # Lines of 76 characters, RFC 2045's limit.
+    lines = b"".join([encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76)])
     return (
         f"Content-Type: text/{subtype}; charset=utf-8{_CRLF}"
-        f"Content-Transfer-Encoding: base64{_CRLF}{_CRLF}{lines}"
+        f"Content-Transfer-Encoding: base64{_CRLF}{_CRLF}{lines.decode('ascii')}"
     )
 
 

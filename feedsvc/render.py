@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
+from markupsafe import Markup
 
 from feedsvc.model import DigestItem, DigestJob, Highlighted, SubscriptionInfo
 
@@ -21,7 +23,15 @@ DEFAULT_LOCALE = "en"
 #: Subscriptions named in a subject before the rest are only counted.
 SUBJECT_MAX_NAMES = 3
 
+#: Distinct stories whose rendered fragments a renderer keeps (~2 KB each), least
+#: recently used first out.
+STORY_CACHE_SIZE = 4096
+#: The digest stylesheet (the HTML layout includes it in <style>), relative to the templates.
+STYLESHEET = "_layout/digest.css"
+
 _WHITESPACE = re.compile(r"\s+")
+_SLOT_FORMAT = "<!--feedsvc-story-{}-->"
+_SLOT = re.compile(r"<!--feedsvc-story-(\d+)-->")
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,32 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class StoryKey:
+    """Everything one story's fragments are rendered from: equal keys, equal fragments.
+
+    The story's view is built from the key alone (:func:`entry_view`), so a cached
+    fragment can only stand in for a story that renders to the same bytes: another
+    title, snippet, highlight, link, source, "also in", terms or time, or another
+    locale, zone or digest year, is another key.
+    """
+
+    #: Template directory (see :meth:`DigestRenderer.template_locale`).
+    locale: str
+    timezone: str
+    #: The digest's year in ``timezone``: a story from another year shows its own.
+    year: int
+    title: Highlighted
+    snippet: Highlighted
+    link: str | None
+    #: Display name of the story's source (also the heading it is grouped under).
+    source: str
+    also_in: tuple[str, ...]
+    terms: tuple[str, ...]
+    #: Publication time, else the time feedsvc first saw the story.
+    published: datetime
+
+
+@dataclass(frozen=True)
 class EntryView:
     """One story as the templates see it: every value display-ready, every link http(s) or None."""
 
@@ -56,9 +92,29 @@ class EntryView:
 
 
 @dataclass(frozen=True)
+class StoryFragments:
+    """A story rendered for a digest: HTML with its CSS inlined, and plain text."""
+
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class StorySlot:
+    """A story as the digest layouts see it: its text, and a placeholder for its HTML.
+
+    The placeholder (an HTML comment no escaped value can spell) is replaced by the
+    story's own inlined HTML once the rest of the digest has had its CSS inlined.
+    """
+
+    text: str
+    html: Markup
+
+
+@dataclass(frozen=True)
 class SourceView:
     name: str
-    entries: tuple[EntryView, ...]
+    stories: tuple[StorySlot, ...]
 
 
 @dataclass(frozen=True)
@@ -79,9 +135,15 @@ class DigestRenderer:
     Templates get only display-ready values (see :class:`EntryView`): text is plain and
     escaped by Jinja2's autoescape in HTML, links are http(s) or None, datetimes are in the
     subscriber's zone. Undefined variables raise (``StrictUndefined``) in every template.
+
+    Stories recur across digests (subscribers share subscriptions), so each story is
+    rendered with ``<locale>/digest-story.{html,txt}`` and CSS-inlined once, then reused
+    from a bounded LRU cache keyed by :class:`StoryKey`. The output is byte for byte what
+    inlining the whole document would give: the stylesheet has only element and class
+    selectors, so an element's style never depends on where it sits.
     """
 
-    def __init__(self, templates_dir: Path) -> None:
+    def __init__(self, templates_dir: Path, *, story_cache_size: int = STORY_CACHE_SIZE) -> None:
         self._text_env = _environment(templates_dir, autoescape=False)
         self._html_env = _environment(templates_dir, autoescape=True)
         # A locale is a directory with digest templates (others hold layouts or web pages).
@@ -93,18 +155,21 @@ class DigestRenderer:
         self._inliner = css_inline.CSSInliner(
             keep_at_rules=True, minify_css=True, load_remote_stylesheets=False
         )
+        self._stylesheet = (templates_dir / STYLESHEET).read_text(encoding="utf-8")
+        self.story_fragments = functools.lru_cache(maxsize=story_cache_size)(self._render_story)
 
     def render(self, job: DigestJob) -> RenderedDigest:
         """Render one digest; raises ``jinja2.TemplateError`` for a broken template."""
         locale = self.template_locale(job.locale)
-        context = digest_context(job)
+        stories = _StoryCollector(self.story_fragments, locale, job)
+        context = digest_context(job, stories.slot)
         subject = self._text_env.get_template(f"{locale}/digest-subject.txt").render(context)
         text = self._text_env.get_template(f"{locale}/digest-body.txt").render(context)
         html = self._html_env.get_template(f"{locale}/digest-body.html").render(context)
         return RenderedDigest(
             subject=display_text(subject),
             text=text,
-            html=self._inliner.inline(html),
+            html=stories.fill(self._inliner.inline(html)),
         )
 
     def template_locale(self, locale: str) -> str:
@@ -114,6 +179,49 @@ class DigestRenderer:
         language = locale.split("-")[0].lower()
         same_language = sorted(c for c in self._locales if c.split("-")[0].lower() == language)
         return same_language[0] if same_language else DEFAULT_LOCALE
+
+    def _render_story(self, key: StoryKey) -> StoryFragments:
+        context = {"entry": entry_view(key), "year": key.year}
+        html = self._html_env.get_template(f"{key.locale}/digest-story.html").render(context)
+        text = self._text_env.get_template(f"{key.locale}/digest-story.txt").render(context)
+        return StoryFragments(html=self._inliner.inline_fragment(html, self._stylesheet), text=text)
+
+
+class _StoryCollector:
+    """The stories of one digest: slots for its layouts, then their HTML put in place."""
+
+    def __init__(
+        self, fragments: Callable[[StoryKey], StoryFragments], locale: str, job: DigestJob
+    ) -> None:
+        self._fragments = fragments
+        self._locale = locale
+        self._timezone = job.timezone
+        self._year = job.window_end.astimezone(ZoneInfo(job.timezone)).year
+        self._html: list[str] = []
+
+    def slot(self, item: DigestItem, source: str) -> StorySlot:
+        fragments = self._fragments(self._key(item, source))
+        self._html.append(fragments.html)
+        return StorySlot(text=fragments.text, html=Markup(_SLOT_FORMAT.format(len(self._html) - 1)))
+
+    def fill(self, html: str) -> str:
+        """``html`` with every story placeholder replaced by that story's inlined HTML."""
+        return _SLOT.sub(lambda m: self._html[int(m[1])], html)
+
+    def _key(self, item: DigestItem, source: str) -> StoryKey:
+        stored = item.match.entry
+        return StoryKey(
+            locale=self._locale,
+            timezone=self._timezone,
+            year=self._year,
+            title=item.title,
+            snippet=item.snippet,
+            link=stored.data.link,
+            source=source,
+            also_in=item.also_in,
+            terms=item.match.terms,
+            published=stored.data.published or stored.first_seen,
+        )
 
 
 def _environment(templates_dir: Path, *, autoescape: bool) -> jinja2.Environment:
@@ -129,10 +237,14 @@ def _environment(templates_dir: Path, *, autoescape: bool) -> jinja2.Environment
     )
 
 
-def digest_context(job: DigestJob) -> dict[str, object]:
-    """The variables every digest template receives."""
+#: Makes the digest layouts' placeholder for one story, from its position in the digest.
+StorySlots = Callable[[DigestItem, str], StorySlot]
+
+
+def digest_context(job: DigestJob, story: StorySlots) -> dict[str, object]:
+    """The variables every digest template receives; ``story`` gives each story's slot."""
     zone = ZoneInfo(job.timezone)
-    subscriptions = _subscription_views(job, zone)
+    subscriptions = _subscription_views(job, story)
     return {
         "subscriber": job.subscriber,
         "subscriptions": subscriptions,
@@ -145,7 +257,7 @@ def digest_context(job: DigestJob) -> dict[str, object]:
     }
 
 
-def _subscription_views(job: DigestJob, zone: ZoneInfo) -> tuple[SubscriptionView, ...]:
+def _subscription_views(job: DigestJob, story: StorySlots) -> tuple[SubscriptionView, ...]:
     """Group items by subscription (in ``job.subscriptions`` order), then by source."""
     infos = {s.name: s for s in job.subscriptions}
     by_subscription = _group(job.items, lambda item: item.match.subscription)
@@ -156,12 +268,12 @@ def _subscription_views(job: DigestJob, zone: ZoneInfo) -> tuple[SubscriptionVie
         omitted = job.omitted.get(name, 0)
         if items or omitted:
             info = infos.get(name, SubscriptionInfo(name=name, title=name))
-            views.append(_subscription_view(info, items, omitted, zone))
+            views.append(_subscription_view(info, items, omitted, story))
     return tuple(views)
 
 
 def _subscription_view(
-    info: SubscriptionInfo, items: list[DigestItem], omitted: int, zone: ZoneInfo
+    info: SubscriptionInfo, items: list[DigestItem], omitted: int, story: StorySlots
 ) -> SubscriptionView:
     by_source = _group(items, _source_name)
     return SubscriptionView(
@@ -170,7 +282,7 @@ def _subscription_view(
         feed_url=safe_url(info.feed_url),
         unsubscribe_url=safe_url(info.unsubscribe_url),
         sources=tuple(
-            SourceView(name, tuple(_entry_view(item, zone) for item in group))
+            SourceView(name, tuple(story(item, name) for item in group))
             for name, group in by_source.items()
         ),
         total=len(items) + omitted,
@@ -178,17 +290,16 @@ def _subscription_view(
     )
 
 
-def _entry_view(item: DigestItem, zone: ZoneInfo) -> EntryView:
-    stored = item.match.entry
-    published = stored.data.published or stored.first_seen
+def entry_view(key: StoryKey) -> EntryView:
+    """What the story templates show of ``key``, and nothing it does not hold."""
     return EntryView(
-        title=highlight_segments(item.title),
-        link=safe_url(stored.data.link),
-        source=_source_name(item),
-        also_in=tuple(display_text(name) for name in item.also_in),
-        published=published.astimezone(zone),
-        snippet=highlight_segments(item.snippet),
-        terms=tuple(display_text(term) for term in item.match.terms),
+        title=highlight_segments(key.title),
+        link=safe_url(key.link),
+        source=key.source,
+        also_in=tuple(display_text(name) for name in key.also_in),
+        published=key.published.astimezone(ZoneInfo(key.timezone)),
+        snippet=highlight_segments(key.snippet),
+        terms=tuple(display_text(term) for term in key.terms),
     )
 
 

@@ -108,6 +108,15 @@ def test_published_time_is_shown_in_the_subscribers_zone(
     assert "金融消息 · 8 Dec 2021 05:00" in en
 
 
+def test_published_time_shows_the_year_only_when_it_is_not_the_digests(
+    renderer: DigestRenderer, job_for: JobFor
+) -> None:
+    job = job_for(JobSpec({"hk": HK}))
+    of_2021 = dataclasses.replace(job, window_end=datetime(2021, 12, 31, tzinfo=UTC))
+    assert "金融消息 · 2021年12月8日 13:00" in renderer.render(job).text
+    assert "金融消息 · 12月8日 13:00" in renderer.render(of_2021).text
+
+
 def test_also_in_matched_terms_and_more_link(renderer: DigestRenderer, job_for: JobFor) -> None:
     job = job_for(JobSpec({"hk": HK}, omitted={"hk": 4}))
     first = dataclasses.replace(job.items[0], also_in=("东方财富", "新浪财经"))
