@@ -59,6 +59,9 @@ OUTBOX_RETRY_MAX = timedelta(hours=6)
 #: The same story seen twice within this time (same normalised title) is listed once.
 SAME_STORY_WINDOW = timedelta(days=1)
 FEED_KINDS = ("atom", "rss", "json")
+#: Outbox messages claimed per delivery round, and the wait for more while digests render.
+DELIVERY_BATCH = 100
+DELIVERY_IDLE_SECONDS = 0.05
 
 
 @dataclass
@@ -423,7 +426,29 @@ def _subscriptions_of_sources(config: Config, sources: set[str]) -> set[str]:
 
 
 async def send_due_digests(svc: Services, now: datetime) -> DigestReport:
-    """Enqueue every digest that is due at ``now``, then deliver the outbox.
+    """Enqueue every digest that is due at ``now`` and deliver the outbox as it fills.
+
+    Delivery overlaps rendering: the first digests are on the wire while later ones
+    render. Every message is still stored before it is sent and marked after.
+    """
+    enqueuing = asyncio.create_task(enqueue_due_digests(svc, now))
+    sent = failed = 0
+    try:
+        while True:
+            last_round = enqueuing.done()
+            batch_sent, batch_failed = await deliver_outbox(svc, now, DELIVERY_BATCH)
+            sent, failed = sent + batch_sent, failed + batch_failed
+            if batch_sent or batch_failed:
+                continue
+            if last_round:
+                return DigestReport(enqueuing.result(), sent, failed)
+            await asyncio.wait({enqueuing}, timeout=DELIVERY_IDLE_SECONDS)
+    finally:
+        enqueuing.cancel()
+
+
+async def enqueue_due_digests(svc: Services, now: datetime) -> int:
+    """Render and store every digest due at ``now``; returns how many were enqueued.
 
     A digest covers the subscriber's pending matches up to the latest scheduled time at
     or before ``now``; its Message-ID derives from (subscriber, that time), so a second
@@ -434,8 +459,7 @@ async def send_due_digests(svc: Services, now: datetime) -> DigestReport:
         window_end = latest_fire_time(subscriber_trigger(svc.config, subscriber), now)
         if window_end is not None and await enqueue_digest(svc, subscriber, window_end, now):
             enqueued += 1
-    sent, failed = await deliver_outbox(svc, now)
-    return DigestReport(enqueued, sent, failed)
+    return enqueued
 
 
 async def enqueue_digest(
