@@ -330,4 +330,4 @@ async def test_bodies_waiting_for_the_parse_pool_are_bounded(
     pool.shutdown()
     assert [r.status for r in reports] == ["ok"] * 30
     assert [r.source for r in reports] == sorted(f"s{n}" for n in range(30))  # claim order
-    assert 1 <= pool.max_outstanding <= 3 and site.max_in_flight <= 3
+    assert pool.max_outstanding in (1, 2, 3) and site.max_in_flight <= 3
