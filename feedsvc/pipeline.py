@@ -173,7 +173,7 @@ async def poll_source(
         result = await svc.fetcher.fetch(source, max_body_bytes=spec.max_body_bytes)
         if isinstance(result, NotModified):
             report = SourceReport(source.name, "not_modified")
-            outcome = _not_modified_outcome(result, source, now, svc.config)
+            outcome = _not_modified_outcome(result, source, now, spec, svc.config.fetch)
         else:
             parsed = await _parse(svc, result, spec, now)
             stored = await svc.storage.save_entries(source.name, parsed.feed, parsed.entries, now)
@@ -181,11 +181,11 @@ async def poll_source(
             await svc.storage.save_matches(matches, now)
             new = sum(1 for e in stored if e.first_seen == e.changed_at)
             report = SourceReport(source.name, "ok", new, len(stored) - new, len(matches))
-            outcome = _success_outcome(result, parsed, source, now, svc.config, new)
+            outcome = _success_outcome(result, parsed, source, now, spec, svc.config.fetch, new)
     except SourceError as e:
         report = SourceReport(source.name, "error", error=f"{e.kind}: {e.message}")
         outcome = _failure_outcome(e, source, now, spec, svc.config.fetch.max_backoff)
-    report = _with_duration(report, time.monotonic() - started)
+    report = replace(report, seconds=round(time.monotonic() - started, 3))
     _log_source_report(report, outcome)
     return report, outcome
 
@@ -255,13 +255,13 @@ def _success_outcome(
     parsed: ParsedFeed,
     source: SourceForUpdate,
     now: datetime,
-    config: Config,
+    spec: SourceConfig,
+    bounds: FetchConfig,
     new: int,
 ) -> FetchOutcome:
     last_new_at, gap = observe_new_entries(source, now, new)
     hints = (parsed.min_interval, _seconds(fetched.max_age))
-    spec = _source_config(config, source.name)
-    interval = poll_interval(spec.every, config.fetch, gap, last_new_at, now, hints)
+    interval = poll_interval(spec.every, bounds, gap, last_new_at, now, hints)
     return FetchOutcome(
         at=now,
         next_poll=now + interval,
@@ -277,14 +277,17 @@ def _success_outcome(
 
 
 def _not_modified_outcome(
-    result: NotModified, source: SourceForUpdate, now: datetime, config: Config
+    result: NotModified,
+    source: SourceForUpdate,
+    now: datetime,
+    spec: SourceConfig,
+    bounds: FetchConfig,
 ) -> FetchOutcome:
     hints = (source.feed_min_interval, _seconds(result.max_age))
-    every = _source_config(config, source.name).every
     gap, last_new_at = source.publish_gap, source.last_new_at
     return FetchOutcome(
         at=now,
-        next_poll=now + poll_interval(every, config.fetch, gap, last_new_at, now, hints),
+        next_poll=now + poll_interval(spec.every, bounds, gap, last_new_at, now, hints),
         ok=True,
         not_modified=True,
         etag=result.etag,
@@ -378,18 +381,6 @@ def backoff_delay(
 
 def _seconds(value: float | None) -> timedelta | None:
     return None if value is None else timedelta(seconds=value)
-
-
-def _with_duration(report: SourceReport, seconds: float) -> SourceReport:
-    return SourceReport(
-        report.source,
-        report.status,
-        report.new,
-        report.changed,
-        report.matches,
-        report.error,
-        round(seconds, 3),
-    )
 
 
 def _log_source_report(report: SourceReport, outcome: FetchOutcome) -> None:
