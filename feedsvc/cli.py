@@ -115,15 +115,23 @@ def _parse_instant(text: str) -> datetime:
 # -- composition ----------------------------------------------------------------------
 
 
-def load_checked_config(path: Path) -> LoadedConfig:
+def load_checked_config(path: Path) -> tuple[LoadedConfig, MatchIndex]:
     """Load the config and compile every query, reporting a bad one at its YAML position."""
     loaded = load_config(path)
-    build_index(loaded)
-    return loaded
+    return loaded, build_index(loaded)
 
 
 def build_index(loaded: LoadedConfig) -> MatchIndex:
+    """The one index of every subscription's query.
+
+    Raises:
+        ConfigError: naming every malformed query at its line and column.
+    """
     config = loaded.config
+    try:
+        return MatchIndex.build({s.name: s.query_text for s in config.subscriptions})
+    except QueryError:
+        pass  # report every bad query, not only the first the combined build met
     problems = []
     for i, sub in enumerate(config.subscriptions):
         try:
@@ -131,9 +139,7 @@ def build_index(loaded: LoadedConfig) -> MatchIndex:
         except QueryError as e:
             field = "query" if sub.query is not None else "keywords"
             problems.append(f"{loaded.where(('subscriptions', i, field))}: {e}")
-    if problems:
-        raise ConfigError(problems)
-    return MatchIndex.build({s.name: s.query_text for s in config.subscriptions})
+    raise ConfigError(problems)
 
 
 def templates_dir() -> Path:
@@ -163,11 +169,11 @@ def service_secret(config: Config) -> str:
 
 @contextlib.asynccontextmanager
 async def open_services(
-    loaded: LoadedConfig, *, parse_in_processes: bool
+    loaded: LoadedConfig, *, parse_in_processes: bool, index: MatchIndex | None = None
 ) -> AsyncIterator[Services]:
     """Build every part from the config, yield them, and close them in reverse order."""
     config = loaded.config
-    index = build_index(loaded)
+    index = index or build_index(loaded)
     storage = open_storage(config.database)
     pool = _parse_pool() if parse_in_processes else None
     try:
@@ -213,7 +219,7 @@ def _now() -> datetime:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    loaded = load_checked_config(args.config)
+    loaded, _ = load_checked_config(args.config)
     config = loaded.config
     print(
         f"{args.config}: ok ({len(config.sources)} sources, {len(config.subscriptions)} "
@@ -223,13 +229,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = load_checked_config(args.config)
-    asyncio.run(_run(loaded))
+    asyncio.run(_run(*load_checked_config(args.config)))
     return EXIT_OK
 
 
-async def _run(loaded: LoadedConfig) -> None:
-    async with open_services(loaded, parse_in_processes=True) as svc:
+async def _run(loaded: LoadedConfig, index: MatchIndex) -> None:
+    async with open_services(loaded, parse_in_processes=True, index=index) as svc:
         app = create_app(
             WebContext(
                 config=svc.config,
@@ -245,8 +250,8 @@ async def _run(loaded: LoadedConfig) -> None:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    loaded = load_checked_config(args.config)
-    reports = asyncio.run(_poll(loaded, args.source))
+    loaded, index = load_checked_config(args.config)
+    reports = asyncio.run(_poll(loaded, index, args.source))
     print(
         _table(
             ["source", "status", "new", "changed", "matches", "seconds", "error"],
@@ -264,33 +269,39 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed and failed == len(reports) else EXIT_OK
 
 
-async def _poll(loaded: LoadedConfig, only: list[str] | None) -> list[pipeline.SourceReport]:
+async def _poll(
+    loaded: LoadedConfig, index: MatchIndex, only: list[str] | None
+) -> list[pipeline.SourceReport]:
     known = {s.name for s in loaded.config.sources}
     unknown = [name for name in only or [] if name not in known]
     if unknown:
         raise FeedsvcError(f"unknown source(s): {', '.join(unknown)}")
     names = only or [s.name for s in loaded.config.sources if s.enabled]
-    async with open_services(loaded, parse_in_processes=len(names) > 4) as svc:
+    async with open_services(loaded, parse_in_processes=len(names) > 4, index=index) as svc:
         return await pipeline.update_due_sources(svc, _now(), names=names)
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
-    loaded = load_checked_config(args.config)
+    loaded, index = load_checked_config(args.config)
     now = args.now or _now()
     if args.preview:
-        return asyncio.run(_preview(loaded, args.preview, now, args.out))
-    report = asyncio.run(_send_due(loaded, now))
+        return asyncio.run(_preview(loaded, index, args.preview, now, args.out))
+    report = asyncio.run(_send_due(loaded, index, now))
     print(f"digests enqueued={report.enqueued} sent={report.sent} failed={report.failed}")
     return EXIT_FAILURE if report.failed else EXIT_OK
 
 
-async def _send_due(loaded: LoadedConfig, now: datetime) -> pipeline.DigestReport:
-    async with open_services(loaded, parse_in_processes=False) as svc:
+async def _send_due(
+    loaded: LoadedConfig, index: MatchIndex, now: datetime
+) -> pipeline.DigestReport:
+    async with open_services(loaded, parse_in_processes=False, index=index) as svc:
         return await pipeline.send_due_digests(svc, now)
 
 
-async def _preview(loaded: LoadedConfig, email: str, now: datetime, out: Path | None) -> int:
-    async with open_services(loaded, parse_in_processes=False) as svc:
+async def _preview(
+    loaded: LoadedConfig, index: MatchIndex, email: str, now: datetime, out: Path | None
+) -> int:
+    async with open_services(loaded, parse_in_processes=False, index=index) as svc:
         try:
             rendered = await pipeline.preview_digest(svc, email, now)
         except KeyError as e:
@@ -374,7 +385,7 @@ async def _load_feed(fetcher: Fetcher, feed: str) -> ParsedFeed:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    loaded = load_checked_config(args.config)
+    loaded, _ = load_checked_config(args.config)
     written = asyncio.run(_publish(loaded.config, args.out))
     print(f"wrote {len(written)} files into {args.out}")
     return EXIT_OK
@@ -386,7 +397,7 @@ async def _publish(config: Config, out: Path) -> list[Path]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    loaded = load_checked_config(args.config)
+    loaded, _ = load_checked_config(args.config)
     statuses, outbox, unsubscribed = asyncio.run(_status(loaded.config))
     if args.json:
         report = {
@@ -442,7 +453,7 @@ async def _status(
 
 
 def cmd_resubscribe(args: argparse.Namespace) -> int:
-    loaded = load_checked_config(args.config)
+    loaded, _ = load_checked_config(args.config)
     subscriber = next((s for s in loaded.config.subscribers if s.email == args.email), None)
     if subscriber is None:
         raise FeedsvcError(f"no subscriber {args.email!r} in {args.config}")
