@@ -58,6 +58,8 @@ OUTBOX_RETRY_BASE = timedelta(minutes=1)
 OUTBOX_RETRY_MAX = timedelta(hours=6)
 #: The same story seen twice within this time (same normalised title) is listed once.
 SAME_STORY_WINDOW = timedelta(days=1)
+#: How far back digests are remembered to recognise a story arriving again.
+STORY_MEMORY = timedelta(days=7)
 FEED_KINDS = ("atom", "rss", "json")
 #: Outbox messages claimed per delivery round, and the wait for more while digests render.
 DELIVERY_BATCH = 100
@@ -458,13 +460,15 @@ async def enqueue_digest(
 ) -> bool:
     """Render the subscriber's digest for the window and store it in the outbox.
 
-    An empty digest is never stored. Returns whether a message was enqueued.
+    Every pending match is recorded as delivered by it, including stories left out
+    because the subscriber already got them. An empty digest is never stored (its
+    matches stay pending for the next one). Returns whether a message was enqueued.
     """
-    pending = await svc.storage.pending_matches(subscriber.email, window_end)
-    if not pending:
+    pending, fresh = await digest_matches(svc, subscriber.email, window_end, now)
+    if not fresh:
         return False
     last = await svc.storage.last_digest_at(subscriber.email)
-    job = build_digest_job(svc, subscriber, pending, last or pending[0].matched_at, window_end)
+    job = build_digest_job(svc, subscriber, fresh, last or fresh[0].matched_at, window_end)
     rendered = svc.renderer.render(job)
     raw = _digest_message(svc, job, rendered, now)
     outbox_id = await svc.storage.enqueue_digest(
@@ -486,13 +490,44 @@ async def preview_digest(svc: Services, email: str, now: datetime) -> RenderedDi
     subscriber = next((s for s in svc.config.subscribers if s.email == email), None)
     if subscriber is None:
         raise KeyError(f"no subscriber {email!r} in the config")
-    pending = await svc.storage.pending_matches(email, now)
-    if not pending:
+    _, fresh = await digest_matches(svc, email, now, now)
+    if not fresh:
         return None
     last = await svc.storage.last_digest_at(email)
     return svc.renderer.render(
-        build_digest_job(svc, subscriber, pending, last or pending[0].matched_at, now)
+        build_digest_job(svc, subscriber, fresh, last or fresh[0].matched_at, now)
     )
+
+
+async def digest_matches(
+    svc: Services, email: str, until: datetime, now: datetime
+) -> tuple[list[MatchedEntry], list[MatchedEntry]]:
+    """The subscriber's pending matches, and those of them that are news to the
+    subscriber: not a story (same link, or same title within a day) that an earlier
+    digest already carried through another source."""
+    pending = await svc.storage.pending_matches(email, until)
+    if not pending:
+        return pending, pending
+    sent = await svc.storage.delivered_entries(email, now - STORY_MEMORY)
+    return pending, drop_sent_stories(pending, sent)
+
+
+def drop_sent_stories(
+    pending: Sequence[MatchedEntry], sent: Sequence[StoredEntry]
+) -> list[MatchedEntry]:
+    links = {e.data.link for e in sent if e.data.link}
+    titles: dict[str, list[datetime]] = {}
+    for entry in sent:
+        titles.setdefault(normalize(entry.data.title), []).append(_stored_time(entry))
+
+    def already_sent(match: MatchedEntry) -> bool:
+        if match.entry.data.link in links:
+            return True
+        when = _stored_time(match.entry)
+        times = titles.get(normalize(match.entry.data.title), [])
+        return any(abs(when - t) <= SAME_STORY_WINDOW for t in times)
+
+    return [m for m in pending if not already_sent(m)]
 
 
 def subscriber_trigger(config: Config, subscriber: SubscriberConfig) -> BaseTrigger:
@@ -619,8 +654,11 @@ def _digest_item(story: list[MatchedEntry]) -> DigestItem:
 
 
 def _entry_time(match: MatchedEntry) -> datetime:
-    data = match.entry.data
-    return data.published or data.updated or match.entry.first_seen
+    return _stored_time(match.entry)
+
+
+def _stored_time(entry: StoredEntry) -> datetime:
+    return entry.data.published or entry.data.updated or entry.first_seen
 
 
 def _subscription_info(svc: Services, email: str, name: str) -> SubscriptionInfo:

@@ -179,6 +179,10 @@ class Storage(Protocol):
         an outbox row with this ``message_id`` exists already (the digest is not
         stored twice)."""
 
+    async def delivered_entries(self, email: str, since: datetime) -> list[StoredEntry]:
+        """Entries in digests enqueued for this subscriber at or after ``since`` (each
+        once), so a story arriving again through another source is recognised."""
+
     async def claim_outbox(
         self, now: datetime, owner: str, lease_until: datetime, limit: int
     ) -> list[OutboxMessage]:

@@ -489,6 +489,18 @@ class SqlStorage:
             rows = (await conn.execute(statement)).all()
         return [_matched_entry(row) for row in rows]
 
+    async def delivered_entries(self, email: str, since: datetime) -> list[StoredEntry]:
+        """Entries in this subscriber's digests enqueued at or after ``since``."""
+        delivered = (
+            select(deliveries.c.entry_id)
+            .join(outbox, outbox.c.id == deliveries.c.outbox_id)
+            .where(outbox.c.subscriber == email, outbox.c.created_at >= since)
+        )
+        statement = _entry_select().where(entries.c.id.in_(delivered)).order_by(entries.c.id)
+        async with self._transaction() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [_stored_entry(row) for row in rows]
+
     async def enqueue_digest(
         self,
         email: str,

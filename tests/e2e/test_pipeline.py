@@ -20,7 +20,9 @@ from tests.e2e.servers import CORPUS, FeedServer, SmtpServer, write_config
 FINEWS_LINK = re.compile(r"https://finews\.withounder\.com/emnews/\d{4}/\d\d/\d\d/\d+\.html")
 
 
-def demo_config(tmp_path: Path, feeds: FeedServer, smtp: SmtpServer | None = None) -> Path:
+def demo_config(
+    tmp_path: Path, feeds: FeedServer, smtp: SmtpServer | None = None, more_sources: str = ""
+) -> Path:
     delivery = "smtp" if smtp else f"maildir:{tmp_path / 'mail'}"
     smtp_section = (
         f"  smtp: {{host: 127.0.0.1, port: {smtp.port}, starttls: false}}\n" if smtp else ""
@@ -39,7 +41,7 @@ mail:
   allow_private: ["127.0.0.1:{feeds.port}"]
 sources:
   - {{name: finews, url: "{feeds.url("/feed.xml")}", every: 10m}}
-subscriptions:
+{more_sources}subscriptions:
   - {{name: hk, title: 港股, keywords: [港股]}}
   - {{name: energy, title: 新能源, query: '(新能源 OR 光伏) -广告'}}
 subscribers:
@@ -134,3 +136,34 @@ async def test_atom_feed_parses_cleanly_and_keeps_source_ids(
     }
     assert {e.id for e in atom.entries} == expected_ids
     assert all(e.get("source", {}).get("title") for e in atom.entries)
+
+
+async def test_a_story_sent_once_is_not_sent_again_when_another_source_brings_it(
+    tmp_path: Path,
+    feed_server: FeedServer,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Syndicated copies: day 1 the Hong Kong feed brings 港股 stories; day 2 the main
+    feed brings the same stories (same links) and others: only the others are sent."""
+    monkeypatch.chdir(tmp_path)
+    feed_server.files["/feed.xml"] = (CORPUS / "by_source" / "hk.xml").read_bytes()
+    wire = f'  - {{name: wire, url: "{feed_server.url("/wire.xml")}"}}\n'
+    loaded = load_config(demo_config(tmp_path, feed_server, smtp_server, wire))
+    async with open_services(loaded, parse_in_processes=False) as svc:
+        now = datetime.now(UTC)
+        await pipeline.update_due_sources(svc, now, names=["finews"])
+        first = await pipeline.send_due_digests(svc, now + timedelta(days=1))
+        feed_server.files["/wire.xml"] = (CORPUS / "all.xml").read_bytes()
+        await pipeline.update_due_sources(svc, now + timedelta(days=1), names=["wire"])
+        second = await pipeline.send_due_digests(svc, now + timedelta(days=2))
+    assert (first.sent, second.sent) == (1, 1), (first, second)
+    day1, day2 = (
+        email.message_from_bytes(raw, policy=email.policy.default)
+        for _, _, raw in smtp_server.handler.messages
+    )
+    links1 = set(FINEWS_LINK.findall(day1.get_body(("plain",)).get_content()))
+    links2 = set(FINEWS_LINK.findall(day2.get_body(("plain",)).get_content()))
+    assert links1 == corpus_entries_with(CORPUS / "by_source" / "hk.xml", "港股", "新能源", "光伏")
+    expected = corpus_entries_with(CORPUS / "all.xml", "港股", "新能源", "光伏") - links1
+    assert links2 == expected and expected

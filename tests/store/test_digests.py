@@ -254,3 +254,21 @@ async def test_the_database_refuses_a_second_digest_with_a_delivered_pair(
 
     assert await subscribed.outbox_counts() == {"pending": 1, "sent": 0, "failed": 0}
     assert pairs(await subscribed.pending_matches(READER, T0 + HOUR)) == pairs(pending[1:])
+
+
+async def test_delivered_entries_are_those_in_the_subscriber_s_recent_digests(
+    subscribed: SqlStorage, source: str
+) -> None:
+    early = await match_entries(subscribed, source, "深圳", range(0, 2), T0 + HOUR)
+    pending = await subscribed.pending_matches(READER, T0 + HOUR)
+    await subscribed.enqueue_digest(READER, "<early@feedsvc>", RAW, pending, T0 + HOUR)
+    late = await match_entries(subscribed, source, "新能源", range(2, 3), T0 + 3 * HOUR)
+    pending = await subscribed.pending_matches(READER, T0 + 3 * HOUR)
+    await subscribed.enqueue_digest(READER, "<late@feedsvc>", RAW, pending, T0 + 3 * HOUR)
+
+    everything = await subscribed.delivered_entries(READER, T0)
+    assert [e.entry_id for e in everything] == early + late
+    assert everything[0].data == make_entry(0)
+    recent = await subscribed.delivered_entries(READER, T0 + 2 * HOUR)
+    assert [e.entry_id for e in recent] == late
+    assert await subscribed.delivered_entries("别人@example.com", T0) == []
