@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,7 +29,7 @@ from feedsvc.model import Fetched, ParsedFeed, SourceForUpdate, SourceStatus
 from feedsvc.parse import parse_feed
 from feedsvc.pipeline import Services
 from feedsvc.render import DigestRenderer
-from feedsvc.store import Storage, open_storage
+from feedsvc.store import DeliveryProblem, Storage, open_storage
 from feedsvc.web import WebContext, create_app, invalidate_feeds
 
 log = logging.getLogger("feedsvc")
@@ -398,21 +398,58 @@ async def _publish(config: Config, out: Path) -> list[Path]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     loaded, _ = load_checked_config(args.config)
-    statuses, outbox, unsubscribed = asyncio.run(_status(loaded.config))
+    state = asyncio.run(_status(loaded.config))
     if args.json:
-        report = {
-            "sources": [_status_json(s) for s in statuses],
-            "outbox": outbox,
-            "unsubscribed": [{"email": e, "subscription": s} for e, s in sorted(unsubscribed)],
-        }
-        print(json.dumps(report, ensure_ascii=False, indent=2))
+        print(json.dumps(_status_report(state), ensure_ascii=False, indent=2))
         return EXIT_OK
-    print(_table(STATUS_COLUMNS, [_status_row(s) for s in statuses]))
-    print("outbox: " + ", ".join(f"{k}={v}" for k, v in sorted(outbox.items())))
-    if unsubscribed:
-        pairs = ", ".join(f"{e} ({s})" for e, s in sorted(unsubscribed))
+    print(_table(STATUS_COLUMNS, [_status_row(s) for s in state.sources]))
+    print("outbox: " + ", ".join(f"{k}={v}" for k, v in sorted(state.outbox.items())))
+    if state.problems:
+        print("\ndeliveries that failed (newest first):")
+        print(_table(PROBLEM_COLUMNS, [_problem_row(p) for p in state.problems]))
+    if state.unsubscribed:
+        pairs = ", ".join(f"{e} ({s})" for e, s in sorted(state.unsubscribed))
         print(f"unsubscribed (feedsvc resubscribe undoes it): {pairs}")
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What ``feedsvc status`` shows."""
+
+    sources: list[SourceStatus]
+    outbox: dict[str, int]
+    problems: list[DeliveryProblem]
+    unsubscribed: set[tuple[str, str]]
+
+
+async def _status(config: Config) -> ServiceState:
+    async with opened_storage(config) as storage:
+        return ServiceState(
+            await storage.source_statuses(),
+            await storage.outbox_counts(),
+            await storage.delivery_problems(STATUS_PROBLEMS),
+            await storage.unsubscribed(),
+        )
+
+
+def _status_report(state: ServiceState) -> dict[str, object]:
+    return {
+        "sources": [_status_json(s) for s in state.sources],
+        "outbox": state.outbox,
+        "delivery_problems": [_json_ready(asdict(p)) for p in state.problems],
+        "unsubscribed": [{"email": e, "subscription": s} for e, s in sorted(state.unsubscribed)],
+    }
+
+
+#: Failed deliveries listed by ``feedsvc status``.
+STATUS_PROBLEMS = 20
+PROBLEM_COLUMNS = ["outbox", "to", "failed at", "state", "error"]
+
+
+def _problem_row(problem: DeliveryProblem) -> list[object]:
+    state = "failed" if problem.permanent else f"retry {_when(problem.next_attempt)}"
+    return [problem.outbox_id, problem.subscriber, _when(problem.at), state, problem.error]
 
 
 STATUS_COLUMNS = [
@@ -439,17 +476,6 @@ def _status_row(status: SourceStatus) -> list[object]:
         status.url,
         error,
     ]
-
-
-async def _status(
-    config: Config,
-) -> tuple[list[SourceStatus], dict[str, int], set[tuple[str, str]]]:
-    async with opened_storage(config) as storage:
-        return (
-            await storage.source_statuses(),
-            await storage.outbox_counts(),
-            await storage.unsubscribed(),
-        )
 
 
 def cmd_resubscribe(args: argparse.Namespace) -> int:
@@ -494,8 +520,10 @@ def _when(value: datetime | None) -> str:
 
 
 def _status_json(status: SourceStatus) -> dict[str, object]:
-    data = asdict(status)
-    data["state"] = _state(status)
+    return {**_json_ready(asdict(status)), "state": _state(status)}
+
+
+def _json_ready(data: dict[str, object]) -> dict[str, object]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
 
 

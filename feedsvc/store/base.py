@@ -75,6 +75,21 @@ class FetchOutcome:
     feed_min_interval: timedelta | None = None
 
 
+@dataclass(frozen=True)
+class DeliveryProblem:
+    """An unsent outbox message whose last attempt failed, for the operator."""
+
+    outbox_id: int
+    subscriber: str
+    message_id: str
+    #: The last error, e.g. the mail server's reply ``550 5.1.1 mailbox unavailable``.
+    error: str
+    at: datetime
+    #: Never retried (a permanent refusal); otherwise retried at ``next_attempt``.
+    permanent: bool
+    next_attempt: datetime
+
+
 class Storage(Protocol):
     """Everything feedsvc keeps, behind one interface (SQLite and PostgreSQL)."""
 
@@ -199,6 +214,9 @@ class Storage(Protocol):
 
     async def outbox_counts(self) -> dict[str, int]:
         """Messages by state: ``pending``, ``sent``, ``failed``."""
+
+    async def delivery_problems(self, limit: int) -> list[DeliveryProblem]:
+        """Unsent messages whose last attempt failed, newest failure first."""
 
     async def last_digest_at(self, email: str) -> datetime | None:
         """When the last digest for this subscriber was enqueued."""

@@ -46,7 +46,7 @@ from feedsvc.model import (
     StoredEntry,
 )
 from feedsvc.store import schema
-from feedsvc.store.base import FetchOutcome, SourceSpec, SubscriberSpec
+from feedsvc.store.base import DeliveryProblem, FetchOutcome, SourceSpec, SubscriberSpec
 from feedsvc.store.schema import (
     deliveries,
     entries,
@@ -619,6 +619,26 @@ class SqlStorage:
         async with self._transaction() as conn:
             row = (await conn.execute(statement)).one()
         return dict(row._asdict())
+
+    async def delivery_problems(self, limit: int) -> list[DeliveryProblem]:
+        """Unsent messages whose last attempt failed, newest failure first."""
+        statement = (
+            select(
+                outbox.c.id,
+                outbox.c.subscriber,
+                outbox.c.message_id,
+                outbox.c.last_error,
+                outbox.c.last_error_at,
+                outbox.c.failed,
+                outbox.c.next_attempt,
+            )
+            .where(outbox.c.sent_at.is_(None), outbox.c.last_error_at.is_not(None))
+            .order_by(outbox.c.last_error_at.desc(), outbox.c.id.desc())
+            .limit(limit)
+        )
+        async with self._transaction() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [DeliveryProblem(*row) for row in rows]
 
     async def last_digest_at(self, email: str) -> datetime | None:
         """When the last digest for this subscriber was enqueued."""

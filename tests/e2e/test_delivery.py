@@ -141,6 +141,11 @@ async def test_a_refused_recipient_does_not_hold_back_the_others(
         assert await svc.storage.outbox_counts() == {"pending": 0, "sent": 2, "failed": 1}
     recipients = {email.message_from_bytes(r)["To"] for r in handler.messages}
     assert recipients == {"reader@example.com", "analyst@example.com"}
+    status = await asyncio.create_subprocess_exec(
+        FEEDSVC, "status", "-c", str(loaded.path), stdout=asyncio.subprocess.PIPE
+    )
+    out = (await status.communicate())[0].decode()
+    assert "gone@example.com" in out and "550 5.1.1 mailbox unavailable" in out
 
 
 def run_feedsvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -202,6 +202,28 @@ async def test_a_permanently_failed_message_is_never_retried(storage: SqlStorage
     assert await storage.outbox_counts() == {"pending": 1, "sent": 0, "failed": 1}
 
 
+async def test_delivery_problems_show_the_server_s_reply_newest_first(
+    storage: SqlStorage,
+) -> None:
+    [refused, delayed, fine] = await enqueue(storage, 3)
+    await storage.claim_outbox(T0, "node-1", T0 + LEASE, 10)
+    await storage.mark_failed(refused, T0, "550 无此用户", permanent=True, retry_at=T0)
+    await storage.mark_failed(
+        delayed, T0 + HOUR, "451 稍后再试", permanent=False, retry_at=T0 + 2 * HOUR
+    )
+    await storage.mark_sent(fine, T0)
+
+    problems = await storage.delivery_problems(10)
+    assert [(p.outbox_id, p.error, p.permanent) for p in problems] == [
+        (delayed, "451 稍后再试", False),
+        (refused, "550 无此用户", True),
+    ]
+    assert problems[0].at == T0 + HOUR and problems[0].next_attempt == T0 + 2 * HOUR
+    await storage.claim_outbox(T0 + 2 * HOUR, "node-1", T0 + 3 * HOUR, 10)
+    await storage.mark_sent(delayed, T0 + 2 * HOUR)
+    assert [p.outbox_id for p in await storage.delivery_problems(10)] == [refused]
+
+
 async def test_marking_an_unknown_message_is_an_error(storage: SqlStorage) -> None:
     with pytest.raises(KeyError):
         await storage.mark_sent(424242, T0)
