@@ -17,7 +17,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Never
 from urllib.parse import urlsplit
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from feedsvc import __version__, pipeline, scheduler
 from feedsvc.config import Config, FetchConfig, LoadedConfig, load_config
@@ -278,7 +282,34 @@ async def _poll(
         raise FeedsvcError(f"unknown source(s): {', '.join(unknown)}")
     names = only or [s.name for s in loaded.config.sources if s.enabled]
     async with open_services(loaded, parse_in_processes=len(names) > 4, index=index) as svc:
-        return await pipeline.update_due_sources(svc, _now(), names=names)
+        with ProgressBar() as bar:
+            return await pipeline.update_due_sources(svc, _now(), names=names, progress=bar)
+
+
+class ProgressBar:
+    """A progress bar over sources on a terminal (log lines print above it); elsewhere
+    the per-source log lines already show progress, so it stays silent."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm[Never] | None = None
+        self._on_terminal = sys.stderr.isatty()
+        self._logging = contextlib.ExitStack()
+
+    def __enter__(self) -> ProgressBar:
+        if self._on_terminal:
+            self._logging.enter_context(logging_redirect_tqdm())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._logging.close()
+
+    def __call__(self, report: pipeline.SourceReport, total: int) -> None:
+        if self._bar is None:
+            self._bar = tqdm(total=total, unit="source", disable=not self._on_terminal)
+        self._bar.set_postfix_str(f"{report.source}: {report.status}", refresh=False)
+        self._bar.update()
 
 
 def cmd_digest(args: argparse.Namespace) -> int:

@@ -98,6 +98,10 @@ class SourceReport:
     seconds: float = 0.0
 
 
+#: Told of each finished source and how many the cycle claimed (a progress bar).
+Progress = Callable[["SourceReport", int], None]
+
+
 @dataclass(frozen=True)
 class DigestReport:
     """What one run of the digest flow did."""
@@ -129,7 +133,12 @@ GAP_WEIGHT = 0.3
 
 
 async def update_due_sources(
-    svc: Services, now: datetime, *, names: Sequence[str] | None = None, limit: int = 1000
+    svc: Services,
+    now: datetime,
+    *,
+    names: Sequence[str] | None = None,
+    limit: int = 1000,
+    progress: Progress | None = None,
 ) -> list[SourceReport]:
     """Claim the sources due now (or the named ones), update each, return their reports
     in claim order.
@@ -137,7 +146,8 @@ async def update_due_sources(
     One source's failure is recorded on that source and never stops the others. At
     most ``fetch.max_pending`` sources are in progress at once, so a cycle holds at
     most that many bodies; they start round-robin over hosts, so one host's queue
-    (held back by the per-host limit) cannot fill every place.
+    (held back by the per-host limit) cannot fill every place. ``progress`` is told
+    of each finished source with the number claimed.
     """
     lease_until = now + LEASE
     if names:
@@ -151,6 +161,8 @@ async def update_due_sources(
         async with places:
             report, outcome = await poll_source(svc, source, now)
         await recorder.add(source.name, outcome)
+        if progress is not None:
+            progress(report, len(claimed))
         return report
 
     try:
