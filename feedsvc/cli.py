@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Never
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -80,7 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     mode = digest.add_mutually_exclusive_group(required=True)
     mode.add_argument("--send-due", action="store_true", help="send the digests due now")
     mode.add_argument("--preview", metavar="EMAIL", help="write this subscriber's next digest")
-    digest.add_argument("--now", type=_parse_instant, help="act as if it were this ISO 8601 time")
+    digest.add_argument(
+        "--now",
+        type=_parse_instant,
+        help="act as if it were this ISO 8601 time (no offset: the config's time zone)",
+    )
     digest.add_argument("--out", type=Path, help="with --preview: write the HTML here")
     match = command("match", cmd_match, "print the entries of feeds that a query matches")
     match.add_argument("query")
@@ -108,11 +113,18 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _parse_instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
+    """An ISO 8601 instant; without an offset it is read in the config's time zone."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from e
+
+
+def _instant(value: datetime | None, config: Config) -> datetime:
+    if value is None:
+        return _now()
     if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            "--now needs a time zone offset, e.g. 2026-11-26T08:00+08:00"
-        )
+        value = value.replace(tzinfo=ZoneInfo(config.timezone))
     return value.astimezone(UTC)
 
 
@@ -314,7 +326,7 @@ class ProgressBar:
 
 def cmd_digest(args: argparse.Namespace) -> int:
     loaded, index = load_checked_config(args.config)
-    now = args.now or _now()
+    now = _instant(args.now, loaded.config)
     if args.preview:
         return asyncio.run(_preview(loaded, index, args.preview, now, args.out))
     report = asyncio.run(_send_due(loaded, index, now))

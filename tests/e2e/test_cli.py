@@ -6,14 +6,14 @@ import asyncio
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import feedparser
 import pytest
 
 from feedsvc.cli import main, opened_storage
-from feedsvc.config import load_config
+from feedsvc.config import load_config, schedule_trigger
 from feedsvc.match import normalize
 from feedsvc.store import SubscriberSpec
 from tests.e2e.servers import CORPUS, FeedServer, write_config
@@ -182,3 +182,21 @@ def test_resubscribe_undoes_an_unsubscribe_recorded_in_the_database(
     assert main(["status", "-c", str(config), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["unsubscribed"] == []
     assert main(["resubscribe", "-c", str(config), "nobody@example.com"]) == 1
+
+
+def test_digest_now_without_an_offset_is_read_in_the_config_time_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A minute before the next 08:00 in Shanghai no digest is due; a minute after, it is
+    (read as UTC, both would be eight hours later and due)."""
+    monkeypatch.chdir(tmp_path)  # the digest goes to the default Maildir, var/mail
+    config = good_config(tmp_path)
+    text = config.read_text(encoding="utf-8").replace("[hk]}", "[hk], digest: 'daily 08:00'}")
+    config.write_text("timezone: Asia/Shanghai\n" + text, encoding="utf-8")
+    assert main(["poll", "-c", str(config)]) == 0
+    trigger = schedule_trigger("daily 08:00", "Asia/Shanghai")
+    next_fire = trigger.get_next_fire_time(None, datetime.now(UTC)).replace(tzinfo=None)
+    for offset, expected in ((-1, "enqueued=0"), (1, "enqueued=1")):
+        local = (next_fire + timedelta(minutes=offset)).isoformat()
+        assert main(["digest", "-c", str(config), "--send-due", "--now", local]) == 0
+        assert expected in capsys.readouterr().out.splitlines()[-1], local
