@@ -120,6 +120,16 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
     """Samples the summed RSS of this process and the given pool's workers."""
 
@@ -129,8 +139,14 @@ class RssSampler:
         self._stop = threading.Event()
 
     def pids(self) -> Sequence[int]:
-        workers = getattr(self.pool, "_processes", None) or {}
-        return [os.getpid(), *workers]
+        return [os.getpid(), *self.worker_pids()]
+
+    def worker_pids(self) -> Sequence[int]:
+        return list(getattr(self.pool, "_processes", None) or {})
+
+    def worker_cpu(self) -> float:
+        """CPU seconds the parse workers have used so far, together."""
+        return sum(_cpu_s(pid) for pid in self.worker_pids())
 
     def run(self) -> None:
         while not self._stop.wait(0.02):
@@ -167,8 +183,10 @@ async def measure(port: int, sources: int) -> tuple[str, float, float, float]:
             t0 = datetime.now(UTC)
             with sampler.sampling():
                 started, cpu = time.perf_counter(), time.process_time()
+                workers_cpu = sampler.worker_cpu()
                 first = await pipeline.update_due_sources(svc, t0, limit=sources)
                 first_s, poller_cpu = time.perf_counter() - started, time.process_time() - cpu
+                workers_cpu = sampler.worker_cpu() - workers_cpu
                 started = time.perf_counter()
                 steady = await pipeline.update_due_sources(
                     svc, t0 + timedelta(days=2), limit=sources
@@ -183,7 +201,7 @@ async def measure(port: int, sources: int) -> tuple[str, float, float, float]:
     report = (
         f"first cycle : {len(first) / first_s:8.0f} sources/s {entries / first_s:8.0f} entries/s"
         f" ({ok} ok of {len(first)}, {entries} entries stored, {first_s:.2f} s,"
-        f" poller process CPU {poller_cpu:.1f} s)\n"
+        f" CPU: poller process {poller_cpu:.1f} s, parse workers {workers_cpu:.1f} s)\n"
         f"steady cycle: {len(steady) / steady_s:8.0f} sources/s"
         f" ({not_modified} not modified of {len(steady)}, {steady_s:.2f} s; target >= 1000)\n"
         f"peak RSS    : {sampler.peak:8.0f} MB poller + parse workers (target < 300)"

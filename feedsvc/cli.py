@@ -36,6 +36,7 @@ from feedsvc.pipeline import Services
 from feedsvc.render import DigestRenderer
 from feedsvc.store import DeliveryProblem, Storage, open_storage
 from feedsvc.web import WebContext, create_app, invalidate_feeds
+from feedsvc.workers import install_match_index
 
 log = logging.getLogger("feedsvc")
 
@@ -191,7 +192,7 @@ async def open_services(
     config = loaded.config
     index = index or build_index(loaded)
     storage = open_storage(config.database)
-    pool = _parse_pool() if parse_in_processes else None
+    pool = _parse_pool(index) if parse_in_processes else None
     try:
         await storage.migrate()
         mailer = open_mailer(config.mail, base_dir=Path.cwd())
@@ -218,13 +219,19 @@ async def open_services(
         await storage.close()
 
 
-def _parse_pool() -> ProcessPoolExecutor:
-    """Parsing in worker processes uses both cores and never blocks the event loop.
+def _parse_pool(index: MatchIndex) -> ProcessPoolExecutor:
+    """Parsing in worker processes uses both cores and never blocks the event loop; each
+    worker also matches what it parses, with a copy of ``index``.
 
     ``spawn`` because forking a process that runs an event loop and threads is unsafe.
     """
     workers = max(1, min(4, os.cpu_count() or 1))
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=install_match_index,
+        initargs=(index,),
+    )
 
 
 def _now() -> datetime:

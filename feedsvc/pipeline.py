@@ -44,10 +44,10 @@ from feedsvc.model import (
     StoredEntry,
     SubscriptionInfo,
 )
-from feedsvc.parse import parse_feed
 from feedsvc.render import DigestRenderer, RenderedDigest
 from feedsvc.store.base import FetchOutcome, SourceSpec, Storage, SubscriberSpec
 from feedsvc.tokens import sign_unsubscribe
+from feedsvc.workers import EntryHits, parse_and_match
 
 log = logging.getLogger("feedsvc.pipeline")
 
@@ -189,9 +189,9 @@ async def poll_source(
             report = SourceReport(source.name, "not_modified")
             outcome = _not_modified_outcome(result, source, now, spec, svc.config.fetch)
         else:
-            parsed = await _parse(svc, result, spec, now)
+            parsed, hits = await _parse(svc, result, spec, now)
             stored = await svc.storage.save_entries(source.name, parsed.feed, parsed.entries, now)
-            matches = match_entries(svc.index, svc.config, stored)
+            matches = match_entries(svc.index, svc.config, stored, hits)
             await svc.storage.save_matches(matches, now)
             new = sum(1 for e in stored if e.first_seen == e.changed_at)
             report = SourceReport(source.name, "ok", new, len(stored) - new, len(matches))
@@ -237,10 +237,12 @@ def interleave_hosts(sources: Sequence[SourceForUpdate]) -> list[SourceForUpdate
     return [source for round_ in rounds for source in round_ if source is not None]
 
 
-async def _parse(svc: Services, fetched: Fetched, spec: SourceConfig, now: datetime) -> ParsedFeed:
+async def _parse(
+    svc: Services, fetched: Fetched, spec: SourceConfig, now: datetime
+) -> tuple[ParsedFeed, EntryHits | None]:
     """Parse off the event loop: feedparser is CPU-bound and would stall HTTP and mail."""
     job = functools.partial(
-        parse_feed,
+        parse_and_match,
         fetched.body,
         source=spec.name,
         url=fetched.url,
@@ -252,12 +254,22 @@ async def _parse(svc: Services, fetched: Fetched, spec: SourceConfig, now: datet
     return await asyncio.get_running_loop().run_in_executor(svc.parse_pool, job)
 
 
-def match_entries(index: MatchIndex, config: Config, entries: Iterable[StoredEntry]) -> list[Match]:
-    """Every (subscription, entry) pair the index matches, honouring ``sources:`` limits."""
+def match_entries(
+    index: MatchIndex,
+    config: Config,
+    entries: Iterable[StoredEntry],
+    hits: EntryHits | None = None,
+) -> list[Match]:
+    """Every (subscription, entry) pair the index matches, honouring ``sources:`` limits.
+
+    ``hits``: the entries' hits by key as a parse worker found them (see
+    ``workers.parse_and_match``); ``None`` matches here.
+    """
     allowed = {s.name: set(s.sources) for s in config.subscriptions if s.sources is not None}
     matches = []
     for entry in entries:
-        for hit in index.match(entry.data, entry.source):
+        found = index.match(entry.data, entry.source) if hits is None else hits.get(entry.data.key)
+        for hit in found or ():
             if hit.subscription in allowed and entry.source not in allowed[hit.subscription]:
                 continue
             matches.append(Match(hit.subscription, entry.entry_id, hit.terms))

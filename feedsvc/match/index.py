@@ -100,11 +100,20 @@ class MatchIndex:
         scanner: Scanner,
         regexes: Mapping[int, tuple[Field, Any]],
         tables: Tables,
+        queries: Mapping[str, str] | None = None,
     ) -> None:
         self._subscriptions = subscriptions
         self._scanner = scanner
         self._regexes = regexes
         self._tables = tables
+        self._queries = None if queries is None else dict(queries)
+
+    def __reduce__(self) -> tuple[Callable[[Mapping[str, str]], MatchIndex], tuple[Any, ...]]:
+        """Pickled as its queries and rebuilt on loading (compiled closures do not
+        pickle), so a parse worker process can match with the poller's index."""
+        if self._queries is None:
+            raise TypeError("only a MatchIndex made by MatchIndex.build can be pickled")
+        return MatchIndex.build, (self._queries,)
 
     @classmethod
     def build(cls, queries: Mapping[str, str]) -> MatchIndex:
@@ -121,7 +130,7 @@ class MatchIndex:
                 e.subscription = name
                 raise
             builder.add(name, query)
-        return builder.index()
+        return builder.index(queries)
 
     def match(self, entry: EntryData, source: str) -> list[Hit]:
         """The subscriptions whose query matches ``entry`` (from ``source``), in build order."""
@@ -180,7 +189,7 @@ class _Builder:
         else:
             self._tables.add_evaluated(number, triggers)
 
-    def index(self) -> MatchIndex:
+    def index(self, queries: Mapping[str, str]) -> MatchIndex:
         literals = [
             LiteralTerm(term_id, term.field, term.normalized)
             for term_id, term in enumerate(self._terms)
@@ -192,7 +201,7 @@ class _Builder:
             if term.is_regex
         }
         self._tables.finish(len(self._terms))
-        return MatchIndex(self._subscriptions, Scanner(literals), regexes, self._tables)
+        return MatchIndex(self._subscriptions, Scanner(literals), regexes, self._tables, queries)
 
     def _id(self, term: Term) -> int:
         term_id = self._ids.get(term.key)

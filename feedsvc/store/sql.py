@@ -112,9 +112,13 @@ def _postgres_engine(url: URL) -> AsyncEngine:
     return create_async_engine(url.set(drivername="postgresql+asyncpg"), json_serializer=_dump_json)
 
 
+#: One encoder for every JSON value: ``json.dumps`` with options builds one per call.
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def _dump_json(value: object) -> str:
     # Chinese terms and titles stay readable in the database.
-    return json.dumps(value, ensure_ascii=False)
+    return _JSON_ENCODER.encode(value)
 
 
 def _use_wal(path: str) -> None:
@@ -171,6 +175,11 @@ class SqlStorage:
         # SQLite's busy handler, which sleeps (ms, growing) and made 1,000 concurrent
         # source updates 4x slower than the same updates one after the other.
         self._sqlite_writer = None if self._postgres else asyncio.Lock()
+        self._insert_new_matches = (
+            _insert_on_conflict(matches, self._postgres)
+            .on_conflict_do_nothing(index_elements=[matches.c.subscription, matches.c.entry_id])
+            .returning(matches.c.subscription, matches.c.entry_id)
+        )
 
     def __repr__(self) -> str:
         return f"SqlStorage({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -299,16 +308,18 @@ class SqlStorage:
         Raises:
             KeyError: a source is unknown (nothing is recorded).
         """
+        # Outcomes setting the same columns share one executemany: a cycle's batch
+        # takes a few statements, not one per source.
+        groups: dict[tuple[bool, tuple[str, ...]], list[dict[str, Any]]] = {}
+        for name, outcome in outcomes.items():
+            values = _outcome_values(outcome)
+            key = (outcome.ok, tuple(sorted(values)))
+            groups.setdefault(key, []).append({"b_name": name, **values})
         async with self._transaction(writes=True) as conn:
-            for name, outcome in outcomes.items():
-                result = await conn.execute(
-                    update(sources)
-                    .where(sources.c.name == name)
-                    .values(_outcome_values(outcome))
-                    .returning(sources.c.id)
-                )
-                if result.one_or_none() is None:
-                    raise KeyError(f"unknown source {name!r}")
+            await _require_sources(conn, list(outcomes))
+            for (ok, _), rows in groups.items():
+                statement = _UPDATE_SOURCE_BY_NAME if ok else _RECORD_FAILURE
+                await conn.execute(statement, rows)
 
     async def source_statuses(self) -> list[SourceStatus]:
         """Every source's health, failing sources first, then by name."""
@@ -351,7 +362,7 @@ class SqlStorage:
             new_ids = await _insert_entries(conn, source_id, new, now)
             await _execute_many(
                 conn,
-                _update_entry_by_id(),
+                _UPDATE_ENTRY_BY_ID,
                 [
                     {"b_id": stored[d.key].id, **_entry_values(d), "changed_at": now}
                     for d in changed
@@ -359,7 +370,7 @@ class SqlStorage:
             )
             await _execute_many(
                 conn,
-                _update_entry_by_id(),
+                _UPDATE_ENTRY_BY_ID,
                 [{"b_id": stored[d.key].id, "key": d.key, "feed_entry_id": d.id} for d in rekeyed],
             )
         saved = [
@@ -388,16 +399,29 @@ class SqlStorage:
         by_pair = {(m.subscription, m.entry_id): m for m in matches}
         if not by_pair:
             return 0
+        rows = [
+            {"subscription": s, "entry_id": e, "terms": list(m.terms), "matched_at": now}
+            for (s, e), m in by_pair.items()
+        ]
+        # Insert what is new (usually everything: the entries are new), then update the
+        # terms of the pairs already stored: one statement in the usual case.
         async with self._transaction(writes=True) as conn:
-            existing = await _existing_match_pairs(conn, by_pair)
-            await conn.execute(
-                _upsert_match_terms(self._postgres),
+            inserted = await conn.execute(self._insert_new_matches, rows)
+            new = {(row.subscription, row.entry_id) for row in inserted}
+            await _execute_many(
+                conn,
+                _UPDATE_MATCH_TERMS,
                 [
-                    {"subscription": s, "entry_id": e, "terms": list(m.terms), "matched_at": now}
-                    for (s, e), m in by_pair.items()
+                    {
+                        "b_subscription": r["subscription"],
+                        "b_entry_id": r["entry_id"],
+                        "terms": r["terms"],
+                    }
+                    for r in rows
+                    if (r["subscription"], r["entry_id"]) not in new
                 ],
             )
-        return len(by_pair.keys() - existing)
+        return len(new)
 
     async def delete_matches(self, subscription: str, entry_ids: Sequence[int]) -> None:
         """Forget matches that no longer hold (an updated entry stopped matching)."""
@@ -790,6 +814,25 @@ def _update_source_by_name() -> Any:
     return update(sources).where(sources.c.name == bindparam("b_name"))
 
 
+_UPDATE_SOURCE_BY_NAME = _update_source_by_name()
+_RECORD_FAILURE = _UPDATE_SOURCE_BY_NAME.values(
+    consecutive_failures=sources.c.consecutive_failures + 1
+)
+
+
+_SOURCE_NAMES_IN = select(sources.c.name).where(
+    sources.c.name.in_(bindparam("b_names", expanding=True))
+)
+
+
+async def _require_sources(conn: AsyncConnection, names: Sequence[str]) -> None:
+    """Raises KeyError for the first of ``names`` that no source has."""
+    known = set((await conn.scalars(_SOURCE_NAMES_IN, {"b_names": names})).all())
+    for name in names:
+        if name not in known:
+            raise KeyError(f"unknown source {name!r}")
+
+
 def _outcome_values(outcome: FetchOutcome) -> dict[str, Any]:
     values: dict[str, Any] = {
         "next_poll": outcome.next_poll,
@@ -807,8 +850,8 @@ def _outcome_values(outcome: FetchOutcome) -> dict[str, Any]:
     if outcome.ok and not outcome.not_modified:
         values["feed_min_interval_s"] = _seconds(outcome.feed_min_interval)
     if not outcome.ok:
+        # consecutive_failures + 1: see _RECORD_FAILURE.
         return values | {
-            "consecutive_failures": sources.c.consecutive_failures + 1,
             "last_error_at": outcome.at,
             "last_error_kind": outcome.error_kind,
             "last_error": outcome.error,
@@ -861,15 +904,44 @@ def _source_status(row: AnyRow) -> SourceStatus:
     )
 
 
+#: Statements of the polling hot path, built once: building one costs more than the
+#: cached compilation saves (SQLAlchemy generates a cache key from the construct).
+_STORE_FEED_INFO = (
+    update(sources).where(sources.c.name == bindparam("b_name")).returning(sources.c.id)
+)
+_FIND_STORED = (
+    select(
+        entries.c.id,
+        entries.c.key,
+        entries.c.link,
+        entries.c.title_norm,
+        entries.c.content_hash,
+        entries.c.first_seen,
+    )
+    .where(
+        entries.c.source_id == bindparam("b_source_id"),
+        or_(
+            entries.c.key.in_(bindparam("b_keys", expanding=True)),
+            entries.c.link.in_(bindparam("b_links", expanding=True)),
+        ),
+    )
+    .order_by(entries.c.id)
+)
+_INSERT_ENTRIES = insert(entries).returning(entries.c.key, entries.c.id)
+_UPDATE_ENTRY_BY_ID = update(entries).where(entries.c.id == bindparam("b_id"))
+
+
 async def _store_feed_info(conn: AsyncConnection, source: str, feed: FeedInfo) -> int:
     """Store the source's FeedInfo; returns the source's id."""
     result = await conn.execute(
-        update(sources)
-        .where(sources.c.name == source)
-        .values(
-            feed_id=feed.id, feed_title=feed.title, feed_link=feed.link, feed_updated=feed.updated
-        )
-        .returning(sources.c.id)
+        _STORE_FEED_INFO,
+        {
+            "b_name": source,
+            "feed_id": feed.id,
+            "feed_title": feed.title,
+            "feed_link": feed.link,
+            "feed_updated": feed.updated,
+        },
     )
     source_id: int | None = result.scalar_one_or_none()
     if source_id is None:
@@ -887,22 +959,8 @@ async def _find_stored(
     """
     keys = [data.key for data in batch]
     links = [data.link for data in batch if data.link]
-    candidates = (
-        select(
-            entries.c.id,
-            entries.c.key,
-            entries.c.link,
-            entries.c.title_norm,
-            entries.c.content_hash,
-            entries.c.first_seen,
-        )
-        .where(
-            entries.c.source_id == source_id,
-            or_(entries.c.key.in_(keys), entries.c.link.in_(links)),
-        )
-        .order_by(entries.c.id)
-    )
-    rows = (await conn.execute(candidates)).all()
+    parameters = {"b_source_id": source_id, "b_keys": keys, "b_links": links}
+    rows = (await conn.execute(_FIND_STORED, parameters)).all()
     return _pair_with_stored(batch, rows)
 
 
@@ -967,12 +1025,8 @@ async def _insert_entries(
     ]
     # Keys, not parameter order, pair rows with ids: asking SQLAlchemy to keep the
     # order makes it insert row by row on SQLite.
-    result = await conn.execute(insert(entries).returning(entries.c.key, entries.c.id), rows)
+    result = await conn.execute(_INSERT_ENTRIES, rows)
     return {row.key: row.id for row in result}
-
-
-def _update_entry_by_id() -> Any:
-    return update(entries).where(entries.c.id == bindparam("b_id"))
 
 
 def _entry_select() -> Any:
@@ -1041,23 +1095,10 @@ def _matched_entry(row: AnyRow) -> MatchedEntry:
     )
 
 
-def _upsert_match_terms(postgres: bool) -> Any:
-    upsert = _insert_on_conflict(matches, postgres)
-    return upsert.on_conflict_do_update(
-        index_elements=[matches.c.subscription, matches.c.entry_id],
-        set_={"terms": upsert.excluded.terms},
-    )
-
-
-async def _existing_match_pairs(
-    conn: AsyncConnection, pairs: Iterable[tuple[str, int]]
-) -> set[tuple[str, int]]:
-    wanted = set(pairs)
-    entry_ids = {entry_id for _, entry_id in wanted}
-    rows = await conn.execute(
-        select(matches.c.subscription, matches.c.entry_id).where(matches.c.entry_id.in_(entry_ids))
-    )
-    return {(row.subscription, row.entry_id) for row in rows} & wanted
+_UPDATE_MATCH_TERMS = update(matches).where(
+    matches.c.subscription == bindparam("b_subscription"),
+    matches.c.entry_id == bindparam("b_entry_id"),
+)
 
 
 async def _subscriber_ids(

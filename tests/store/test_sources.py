@@ -282,6 +282,33 @@ async def test_record_fetches_records_several_sources_in_one_call(storage: SqlSt
     assert await claim_names(storage, "node-2", at=timedelta(minutes=10)) == ["emnews", "finews"]
 
 
+async def test_record_fetches_records_a_mixed_batch_each_by_its_own_outcome(
+    storage: SqlStorage,
+) -> None:
+    specs = [SourceSpec(f"s{n}", f"https://s{n}.example.com/feed") for n in range(5)]
+    await storage.sync_sources(specs, T0)
+    await storage.record_fetches({"s0": failed("http"), "s1": failed("dns")})
+
+    await storage.record_fetches(
+        {
+            "s0": failed("http"),
+            "s1": ok(etag='"b"'),
+            "s2": failed("timeout"),
+            "s3": ok(not_modified=True),
+            "s4": ok(etag='"a"', last_modified="Sun, 01 Mar 2026 08:00:00 GMT"),
+        }
+    )
+
+    statuses = {s.name: s for s in await storage.source_statuses()}
+    assert [statuses[f"s{n}"].consecutive_failures for n in range(5)] == [2, 0, 1, 0, 0]
+    assert statuses["s0"].last_error_kind == "http" and statuses["s2"].last_error_kind == "timeout"
+    assert statuses["s1"].last_error_kind == "dns"  # the last error stays on record
+    assert [statuses[f"s{n}"].last_success for n in range(5)] == [None, T0, None, T0, T0]
+    claimed = {s.name: s for s in await storage.claim_due_sources(LATER, "n", LATER + LEASE, 9)}
+    assert (claimed["s1"].etag, claimed["s4"].etag, claimed["s3"].etag) == ('"b"', '"a"', None)
+    assert claimed["s4"].last_modified == "Sun, 01 Mar 2026 08:00:00 GMT"
+
+
 async def test_record_fetches_with_an_unknown_source_records_nothing(
     storage: SqlStorage,
 ) -> None:
