@@ -24,6 +24,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check feedsvc tests bench
+	$(BIN)/ruff format --check feedsvc tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

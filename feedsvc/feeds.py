@@ -127,7 +127,7 @@ def entry_updated(match: MatchedEntry) -> datetime:
 def build_opml(metas: Sequence[FeedMeta], *, title: str) -> bytes:
     """An OPML 2.0 subscription list of the feeds' Atom variants, in the order given."""
     outlines = "".join(
-        "<outline type=\"rss\" version=\"ATOM\" text={t} title={t} xmlUrl={x} htmlUrl={h}/>".format(
+        '<outline type="rss" version="ATOM" text={t} title={t} xmlUrl={x} htmlUrl={h}/>'.format(
             t=quoteattr(_xml_text(meta.title)),
             x=quoteattr(feed_url(meta)),
             h=quoteattr(listing_url(meta)),

@@ -88,6 +88,7 @@ class Corpus:
 
     def parse(self, relative: str) -> tuple[FeedInfo, list[EntryData]]:
         return parse_corpus(CORPUS / relative)
+
     as_matches = staticmethod(as_matches)
     entry_data = staticmethod(entry_data)
 

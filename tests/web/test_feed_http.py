@@ -31,7 +31,9 @@ async def test_atom_feed_is_valid_with_validators_and_cache_headers(site, valid_
     assert parsed.feed.title == "财经快讯"
     assert {e.title for e in parsed.entries} == {e.title for e in added}
     root = etree.fromstring(body)
-    assert root.find(f"{ATOM}link[@rel='self']").get("href") == "http://feeds.example/feeds/news.atom"
+    assert (
+        root.find(f"{ATOM}link[@rel='self']").get("href") == "http://feeds.example/feeds/news.atom"
+    )
 
 
 @pytest.mark.parametrize(

@@ -164,8 +164,11 @@ def test_scripts_handlers_and_javascript_links_never_reach_the_feed(corpus, meta
 def test_hostile_atom_is_still_valid(corpus, valid_atom, meta):
     [match] = corpus.matches(limit=1)
     data = replace(match.entry.data, content=HOSTILE, link=None, title="标题\x00\x1b含控制字符")
-    parsed = valid_atom(build_feed(meta, [replace(match, entry=replace(match.entry, data=data))],
-                                   kind="atom", now=NOW))
+    parsed = valid_atom(
+        build_feed(
+            meta, [replace(match, entry=replace(match.entry, data=data))], kind="atom", now=NOW
+        )
+    )
     assert parsed.entries[0].title == "标题含控制字符"
 
 
@@ -212,6 +215,9 @@ def test_opml_lists_every_feed_with_chinese_titles(meta):
 def test_source_without_http_link_still_gives_valid_atom(corpus, valid_atom, meta):
     [match] = corpus.matches(limit=1)
     bare = FeedInfo(id="file:///srv/feeds/local.xml", title="本地源")
-    parsed = valid_atom(build_feed(meta, [replace(match, entry=replace(match.entry, feed=bare))],
-                                   kind="atom", now=NOW))
+    parsed = valid_atom(
+        build_feed(
+            meta, [replace(match, entry=replace(match.entry, feed=bare))], kind="atom", now=NOW
+        )
+    )
     assert parsed.entries[0].source.title == "本地源"

@@ -83,7 +83,9 @@ async def test_confirmation_form_post_unsubscribes(site, storage):
     _, body = await site.get(f"/unsubscribe?token={token}")
     [form] = html.fromstring(body.decode()).forms
     response, _ = await site.request(
-        "POST", form.action, data=dict(form.form_values()),
+        "POST",
+        form.action,
+        data=dict(form.form_values()),
     )
     assert response.status == 200
     assert await storage.unsubscribed() == {("读者@example.com", "news")}
@@ -135,9 +137,11 @@ async def test_healthz_503_when_the_database_fails(tmp_path, config, clock, serv
 
 
 async def record_health(site):
-    specs = [SourceSpec("finews", "https://finews.withounder.com/feed.xml"),
-             SourceSpec("hk", "https://finews.withounder.com/hk.xml"),
-             SourceSpec("zz-bad", "https://bad.example/<feed>")]
+    specs = [
+        SourceSpec("finews", "https://finews.withounder.com/feed.xml"),
+        SourceSpec("hk", "https://finews.withounder.com/hk.xml"),
+        SourceSpec("zz-bad", "https://bad.example/<feed>"),
+    ]
     now = site.clock.now
     await site.add_matches("all.xml", "news", 3)
     await site.storage.sync_sources(specs, now)
@@ -145,9 +149,16 @@ async def record_health(site):
         "finews", FetchOutcome(at=now, next_poll=now + timedelta(minutes=5), ok=True)
     )
     for _ in range(3):
-        await site.storage.record_fetch("zz-bad", FetchOutcome(
-            at=now, next_poll=now + timedelta(minutes=5), ok=False,
-            error_kind="http", error='HTTP 503 <script>alert("x")</script>'))
+        await site.storage.record_fetch(
+            "zz-bad",
+            FetchOutcome(
+                at=now,
+                next_poll=now + timedelta(minutes=5),
+                ok=False,
+                error_kind="http",
+                error='HTTP 503 <script>alert("x")</script>',
+            ),
+        )
 
 
 async def test_metrics_in_prometheus_text_format(site):
