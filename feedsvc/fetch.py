@@ -266,11 +266,6 @@ class Fetcher:
             await self._session.close()
             self._session = None
 
-    @property
-    def user_agent(self) -> str:
-        """The ``User-Agent`` sent with every request."""
-        return self._user_agent
-
     async def fetch(
         self, source: SourceForUpdate, *, max_body_bytes: int | None = None
     ) -> Fetched | NotModified:
