@@ -381,64 +381,101 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Load
         mark = e.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise ConfigError([f"{path}:{line}:{col}: invalid YAML: {e.problem}"]) from e
-    locations: dict[Path_, tuple[int, int]] = {}
-    problems: list[str] = []
-    data = _to_python(node, (), locations, env, path.parent, problems) if node else {}
+    reader = _YamlReader(path, env)
+    data = reader.read(node, ()) if node else {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1:1: the config must be a mapping"])
-    loaded = LoadedConfig(Config(), path, locations)
-    problems = [f"{loaded.where(loc)}: {msg}" for loc, msg in _problem_list(problems)]
+    loaded = LoadedConfig(Config(), path, reader.locations)
+    problems = [f"{loaded.where(loc)}: {msg}" for loc, msg in reader.problems]
     if problems:
         raise ConfigError(problems)
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(list(_validation_problems(loaded, e))) from e
-    loaded = LoadedConfig(config, path, locations)
+    loaded = LoadedConfig(config, path, reader.locations)
     problems = [f"{loaded.where(loc)}: {msg}" for loc, msg in _reference_problems(config)]
     if problems:
         raise ConfigError(problems)
     return loaded
 
 
-def _problem_list(problems: list[Any]) -> list[tuple[Path_, str]]:
-    return [(loc, msg) for loc, msg in problems]
+#: Values a config may expand to: YAML aliases can multiply a small file (a "YAML bomb").
+MAX_CONFIG_VALUES = 100_000
 
 
-def _to_python(
-    node: yaml.Node,
-    loc: Path_,
-    locations: dict[Path_, tuple[int, int]],
-    env: dict[str, str],
-    base: Path,
-    problems: list[Any],
-) -> Any:
-    """Build plain Python data from a YAML node, recording each value's position."""
-    locations[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+class _YamlReader:
+    """Plain Python data from a YAML node graph, recording each value's position.
+
+    Aliases and ``<<`` merge keys work as in YAML; a recursive alias or an expansion
+    beyond ``MAX_CONFIG_VALUES`` values is a problem, never a hang.
+    """
+
+    def __init__(self, path: Path, env: dict[str, str]) -> None:
+        self.path = path
+        self.env = env
+        self.locations: dict[Path_, tuple[int, int]] = {}
+        self.problems: list[tuple[Path_, str]] = []
+        self._values_left = MAX_CONFIG_VALUES
+        self._reading: set[int] = set()
+
+    def read(self, node: yaml.Node, loc: Path_) -> Any:
+        self.locations.setdefault(loc, _position(node))
+        self._values_left -= 1
+        if self._values_left < 0:
+            raise ConfigError(
+                [f"{self.path}:1:1: the config expands to more than {MAX_CONFIG_VALUES} values"]
+            )
+        if id(node) in self._reading:
+            self.problems.append((loc, "recursive YAML alias"))
+            return None
+        self._reading.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, loc)
+            if isinstance(node, yaml.SequenceNode):
+                return [self.read(item, (*loc, i)) for i, item in enumerate(node.value)]
+            return self._scalar(node, loc)
+        finally:
+            self._reading.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, loc: Path_) -> dict[str, Any]:
         result: dict[str, Any] = {}
+        merged: list[dict[str, Any]] = []
         for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merged.extend(self._merge_sources(value_node, loc))
+                continue
             key = str(_construct_scalar(key_node))
             if key in result:
-                problems.append(((*loc, key), f"duplicate key {key!r}"))
+                self.problems.append(((*loc, key), f"duplicate key {key!r}"))
             child = (*loc, key)
-            value = _to_python(value_node, child, locations, env, base, problems)
-            locations[(*child, "<key>")] = (
-                key_node.start_mark.line + 1,
-                key_node.start_mark.column + 1,
-            )
-            key, value = _resolve_secret_file(key, value, child, base, problems)
+            value = self.read(value_node, child)
+            self.locations[(*child, "<key>")] = _position(key_node)
+            key, value = _resolve_secret_file(key, value, child, self.path.parent, self.problems)
             result[key] = value
+        for source in merged:  # explicit keys win over merged ones, earlier merges over later
+            for key, value in source.items():
+                result.setdefault(key, value)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _to_python(item, (*loc, i), locations, env, base, problems)
-            for i, item in enumerate(node.value)
-        ]
-    value = _construct_scalar(node)
-    if isinstance(value, str):
-        return _substitute_env(value, loc, env, problems)
-    return value
+
+    def _merge_sources(self, node: yaml.Node, loc: Path_) -> list[dict[str, Any]]:
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        values = [self.read(source, loc) for source in sources]
+        if not all(isinstance(v, dict) for v in values):
+            self.problems.append((loc, "a << merge key needs a mapping or a list of mappings"))
+            return []
+        return values
+
+    def _scalar(self, node: yaml.Node, loc: Path_) -> Any:
+        value = _construct_scalar(node)
+        if isinstance(value, str):
+            return _substitute_env(value, loc, self.env, self.problems)
+        return value
+
+
+def _position(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def _construct_scalar(node: yaml.Node) -> Any:
