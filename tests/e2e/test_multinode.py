@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,17 +15,9 @@ from feedsvc import pipeline
 from feedsvc.cli import open_services
 from feedsvc.config import load_config
 from tests.e2e.servers import CORPUS, FeedServer, SmtpServer, write_config
+from tests.postgres import postgres_url
 
 FEEDS = ["all.xml", "by_source/hk.xml", "by_source/finance.xml", "rss2/all.gb18030.xml"]
-
-
-def postgres_url() -> str:
-    url = os.environ.get("FEEDSVC_TEST_POSTGRES")
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but FEEDSVC_TEST_POSTGRES is unset: run .ci/start-postgres")
-        pytest.skip("FEEDSVC_TEST_POSTGRES is not set")
-    return url
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ fresh PostgreSQL schema (``FEEDSVC_TEST_POSTGRES``; required when ``CI=true``)."
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from feedsvc.model import EntryData, FeedInfo
 from feedsvc.store import SourceSpec, SqlStorage, open_storage
+from tests.postgres import postgres_url
 
 #: The injected clock: every test starts here.
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -50,15 +50,6 @@ def make_entry(n: int, **changes: Any) -> EntryData:
     return EntryData(**fields)
 
 
-def _postgres_url() -> str:
-    url = os.environ.get("FEEDSVC_TEST_POSTGRES")
-    if url:
-        return url
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI=true but FEEDSVC_TEST_POSTGRES is unset: run .ci/start-postgres first")
-    pytest.skip('FEEDSVC_TEST_POSTGRES is unset (eval "$(.ci/start-postgres)" to run these)')
-
-
 def _asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -81,7 +72,7 @@ def _admin(url: str, *statements: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A database of its own for this test session (other suites share the server)."""
-    url = _postgres_url()
+    url = postgres_url()
     name = f"feedsvc_store_{uuid.uuid4().hex[:12]}"
     _admin(url, f"CREATE DATABASE {name}")
     try:
