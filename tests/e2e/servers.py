@@ -14,6 +14,8 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
+from tests.loopback import serving
+
 DATA = Path(__file__).resolve().parent.parent / "data"
 CORPUS = DATA / "corpus"
 
@@ -46,13 +48,8 @@ async def feed_server() -> AsyncIterator[FeedServer]:
     server = FeedServer()
     app = web.Application()
     app.router.add_get("/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield server
-    await runner.cleanup()
+    async with serving(app) as server.port:
+        yield server
 
 
 class RecordingHandler:

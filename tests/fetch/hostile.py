@@ -23,6 +23,7 @@ from aiohttp import web
 from feedsvc.config import FetchConfig
 from feedsvc.fetch import Fetcher
 from feedsvc.model import Fetched, NotModified, SourceForUpdate
+from tests.loopback import serving
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CORPUS = DATA / "corpus"
@@ -278,15 +279,6 @@ def _routes(server: FeedServer) -> dict[str, Handler]:
     }
 
 
-async def _start(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
-    return runner, sockets[0].getsockname()[1]
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[FeedServer]:
     """The hostile feed server on 127.0.0.1 (a fresh port per test)."""
@@ -302,9 +294,8 @@ async def server() -> AsyncIterator[FeedServer]:
     app.middlewares.append(record)
     for path, handler in _routes(state).items():
         app.router.add_get(path, handler)
-    runner, state.port = await _start(app)
-    yield state
-    await runner.cleanup()
+    async with serving(app) as state.port:
+        yield state
 
 
 @pytest.fixture
@@ -318,9 +309,8 @@ async def other_server() -> AsyncIterator[FeedServer]:
         return web.Response(body=corpus_feed(), content_type="application/atom+xml")
 
     app.router.add_get("/{tail:.*}", anything)
-    runner, state.port = await _start(app)
-    yield state
-    await runner.cleanup()
+    async with serving(app) as state.port:
+        yield state
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from aiohttp import web
 from feedsvc.cli import open_services
 from feedsvc.config import load_config
 from feedsvc.pipeline import Services
+from tests.loopback import serving
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T0_RFC822 = "Thu, 26 Nov 2026 08:00:00 GMT"
@@ -106,13 +107,8 @@ async def site() -> AsyncIterator[ScriptedServer]:
     server = ScriptedServer()
     app = web.Application()
     app.router.add_get("/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    server.port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield server
-    await runner.cleanup()
+    async with serving(app) as server.port:
+        yield server
 
 
 def write_config(tmp_path: Path, site: ScriptedServer, sources: str, fetch: str = "") -> Path:

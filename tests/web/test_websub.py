@@ -11,6 +11,7 @@ from aiohttp import web
 from lxml import etree
 
 from feedsvc.web import invalidate_feeds
+from tests.loopback import serving
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 
@@ -26,13 +27,8 @@ async def hub() -> AsyncIterator[tuple[str, asyncio.Queue[list[tuple[str, str]]]
 
     app = web.Application()
     app.router.add_post("/hub", publish)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/hub", pings
-    await runner.cleanup()
+    async with serving(app) as port:
+        yield f"http://127.0.0.1:{port}/hub", pings
 
 
 async def test_public_feeds_advertise_the_hub_private_ones_do_not(site_with, hub, valid_atom):
