@@ -391,8 +391,9 @@ async def _match(index: MatchIndex, feeds: Sequence[str]) -> int:
                 print(f"feedsvc: {feed}: {e}", file=sys.stderr)
                 status = EXIT_FAILURE
                 continue
-            for entry in parsed.entries:
-                hits = index.match(entry, parsed.feed.title)
+            source = parsed.feed.title
+            found = index.match_many((entry, source) for entry in parsed.entries)
+            for entry, hits in zip(parsed.entries, found, strict=True):
                 if hits:
                     line = {
                         "id": entry.id,

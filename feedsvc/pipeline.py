@@ -266,10 +266,14 @@ def match_entries(
     ``workers.parse_and_match``); ``None`` matches here.
     """
     allowed = {s.name: set(s.sources) for s in config.subscriptions if s.sources is not None}
+    entries = list(entries)
+    if hits is None:
+        found = index.match_many((entry.data, entry.source) for entry in entries)
+    else:
+        found = [hits.get(entry.data.key, []) for entry in entries]
     matches = []
-    for entry in entries:
-        found = index.match(entry.data, entry.source) if hits is None else hits.get(entry.data.key)
-        for hit in found or ():
+    for entry, entry_hits in zip(entries, found, strict=True):
+        for hit in entry_hits:
             if hit.subscription in allowed and entry.source not in allowed[hit.subscription]:
                 continue
             matches.append(Match(hit.subscription, entry.entry_id, hit.terms))

@@ -59,4 +59,5 @@ def parse_and_match(
     first: dict[str, EntryData] = {}
     for entry in parsed.entries:
         first.setdefault(entry.key, entry)
-    return parsed, {key: hits for key, e in first.items() if (hits := index.match(e, source))}
+    found = index.match_many((entry, source) for entry in first.values())
+    return parsed, {key: hits for key, hits in zip(first, found, strict=True) if hits}

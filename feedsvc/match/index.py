@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
-from operator import itemgetter
-from typing import Any, TypeGuard
+from itertools import islice
+from typing import Any, Literal, NamedTuple, TypeGuard
 
 from feedsvc.errors import QueryError
+from feedsvc.match.prefilter import required_literals
 from feedsvc.match.query import (
     And,
     Field,
@@ -20,8 +20,8 @@ from feedsvc.match.query import (
     iter_terms,
     parse_query,
 )
-from feedsvc.match.scan import Document, LiteralTerm, Scanner
-from feedsvc.match.tables import Numbered, Tables, truth_table
+from feedsvc.match.scan import Document, Pattern, Scanner, mark_boundaries, plain_chunks
+from feedsvc.match.tables import MAX_TABLE_TERMS, Tables, truth_table
 from feedsvc.model import EntryData
 
 #: Term ids hit in one document, and a lazy probe for regex term ids.
@@ -30,12 +30,10 @@ RegexProbe = Callable[[int], bool]
 #: Evaluates one (sub)query: the ordinals of the terms that made it true (see
 #: ``_Subscription.displays``), in any order, or None when it is false.
 Evaluator = Callable[[Hits, RegexProbe], tuple[int, ...] | None]
-_chain = chain.from_iterable
-_second = itemgetter(1)
 
-#: A query of literal terms with at most this many distinct terms is compiled into a truth
-#: table (at most 2**n evaluations when the index is built, fewer entries kept).
-MAX_TABLE_TERMS = 5
+#: Entries matched with one matrix product: enough to spread its fixed cost (~0.1 ms),
+#: few enough to keep its arrays small.
+_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -85,13 +83,14 @@ def _no_regexes(term_id: int) -> bool:
 class MatchIndex:
     """Every subscription's query compiled into one index.
 
-    Literal terms of all queries are found by one scan of each field (see ``Scanner``).
-    Only subscriptions that one of their "trigger" terms hit are looked at, plus those
-    that can match without any term hit (pure negations, regex-only queries). A query of
-    few literal terms was evaluated for every combination of its terms when the index was
-    built (see ``Tables``): most cost a document one list extension or set operation.
-    The others (regexes, many terms) run their compiled query; regexes only when the
-    rest of the query needs them.
+    Entries are matched in batches. Each field's automaton scans every entry once (see
+    ``Scanner``), which gives the documents × terms matrix. A query of few literal terms
+    was evaluated for every combination of its terms when the index was built: one
+    sparse matrix product and a look-up in those truth tables answer all of them for the
+    whole batch (see ``Tables``). The product also wakes the other queries (regexes,
+    many terms) where one of their trigger terms hit, or on every entry when they can
+    match without one; those run their compiled query, regexes only when the rest of
+    the query needs them.
     """
 
     def __init__(
@@ -107,6 +106,7 @@ class MatchIndex:
         self._regexes = regexes
         self._tables = tables
         self._queries = None if queries is None else dict(queries)
+        self._numbers = {subscription.name: i for i, subscription in enumerate(subscriptions)}
 
     def __reduce__(self) -> tuple[Callable[[Mapping[str, str]], MatchIndex], tuple[Any, ...]]:
         """Pickled as its queries and rebuilt on loading (compiled closures do not
@@ -134,15 +134,31 @@ class MatchIndex:
 
     def match(self, entry: EntryData, source: str) -> list[Hit]:
         """The subscriptions whose query matches ``entry`` (from ``source``), in build order."""
-        document = Document(entry, source)
-        hits = self._scanner.scan(document)
-        found, evaluated = self._tables.match(hits)
-        found += self._evaluate(evaluated, hits, document)
-        # Subscription numbers are unique: tuples compare by them alone.
-        found.sort()
-        return list(map(_second, found))
+        return self.match_many([(entry, source)])[0]
 
-    def _evaluate(self, numbers: set[int], hits: Hits, document: Document) -> list[Numbered]:
+    def match_many(self, entries: Iterable[tuple[EntryData, str]]) -> list[list[Hit]]:
+        """``match`` for each (entry, source): one matrix product per batch of entries
+        spares each entry the fixed costs, so a feed's entries go together."""
+        found: list[list[Hit]] = []
+        for batch in _batches(entries, _BATCH_SIZE):
+            found += self._match_batch([Document(entry, source) for entry, source in batch])
+        return found
+
+    def _match_batch(self, documents: Sequence[Document]) -> list[list[Hit]]:
+        matrix = self._scanner.matrix(documents)
+        batch = self._tables.match(matrix)
+        found = batch.found
+        for row, numbers in batch.woken.items():
+            hits = self._scanner.term_ids(matrix, row)
+            evaluated = self._evaluate(numbers, hits, documents[row])
+            if evaluated:
+                found[row] = sorted(found[row] + evaluated, key=self._order_of)
+        return found
+
+    def _order_of(self, hit: Hit) -> int:
+        return self._numbers[hit.subscription]
+
+    def _evaluate(self, numbers: Sequence[int], hits: Hits, document: Document) -> list[Hit]:
         found = []
         subscriptions = self._subscriptions
         probe = self._regex_probe(document)
@@ -150,7 +166,7 @@ class MatchIndex:
             subscription = subscriptions[number]
             ordinals = subscription.evaluate(hits, probe)
             if ordinals is not None:
-                found.append((number, subscription.hit(ordinals)))
+                found.append(subscription.hit(ordinals))
         return found
 
     def _regex_probe(self, document: Document) -> RegexProbe:
@@ -166,12 +182,20 @@ class MatchIndex:
         return probe
 
 
+class _Scanned(NamedTuple):
+    """What a term id stands for: a literal term, a regex, or a regex's prefilter literal."""
+
+    field: Field
+    text: str
+    kind: Literal["term", "regex", "prefilter"]
+
+
 class _Builder:
     """Collects terms and compiled queries, then freezes them into a MatchIndex."""
 
     def __init__(self) -> None:
-        self._ids: dict[tuple[Field, str, bool], int] = {}
-        self._terms: list[Term] = []
+        self._ids: dict[_Scanned, int] = {}
+        self._terms: list[_Scanned] = []
         self._subscriptions: list[_Subscription] = []
         self._tables = Tables()
 
@@ -181,43 +205,56 @@ class _Builder:
         compiler = _Compiler(self._id, {text: i for i, text in enumerate(displays)})
         subscription = _Subscription(name, compiler.compile(query), displays, {})
         self._subscriptions.append(subscription)
-        term_ids = frozenset(map(self._id, iter_terms(query)))
-        triggers = self._triggers(query)
+        term_ids = sorted(set(map(self._id, iter_terms(query))))
         if _is_tabled(query, term_ids):
-            table = truth_table(number, term_ids, subscription.result_for)
-            self._tables.add(number, table, term_ids, triggers)
+            table = truth_table(term_ids, subscription.result_for)
+            self._tables.add(number, term_ids, table)
         else:
-            self._tables.add_evaluated(number, triggers)
+            self._tables.add_evaluated(number, self._triggers(query))
 
     def index(self, queries: Mapping[str, str]) -> MatchIndex:
-        literals = [
-            LiteralTerm(term_id, term.field, term.normalized)
+        patterns = [
+            Pattern(term_id, term.field, _needle(term))
             for term_id, term in enumerate(self._terms)
-            if not term.is_regex
+            if term.kind != "regex"
         ]
         regexes = {
-            term_id: (term.field, compile_regex(term.normalized, term.position))
+            term_id: (term.field, compile_regex(term.text, 0))
             for term_id, term in enumerate(self._terms)
-            if term.is_regex
+            if term.kind == "regex"
         }
-        self._tables.finish(len(self._terms))
-        return MatchIndex(self._subscriptions, Scanner(literals), regexes, self._tables, queries)
+        scanner = Scanner(patterns)
+        self._tables.finish(
+            scanner.column_of, scanner.column_count, scanner.always_column, len(self._subscriptions)
+        )
+        return MatchIndex(self._subscriptions, scanner, regexes, self._tables, queries)
 
     def _id(self, term: Term) -> int:
-        term_id = self._ids.get(term.key)
+        return self._intern(
+            _Scanned(term.field, term.normalized, "regex" if term.is_regex else "term")
+        )
+
+    def _intern(self, scanned: _Scanned) -> int:
+        term_id = self._ids.get(scanned)
         if term_id is None:
-            term_id = self._ids[term.key] = len(self._terms)
-            self._terms.append(term)
+            term_id = self._ids[scanned] = len(self._terms)
+            self._terms.append(scanned)
         return term_id
 
     def _triggers(self, query: Query) -> frozenset[int] | None:
         """Term ids of which at least one must hit for ``query`` to be true; None if no such set.
 
         An AND needs only its most selective operand's triggers (see ``_selectivity``), so
-        common words and source names do not wake many queries.
+        common words and source names do not wake many queries. A regex is woken by the
+        literal that all its matches contain (see ``prefilter``), if it has one.
         """
         if isinstance(query, Term):
-            return None if query.is_regex else frozenset({self._id(query)})
+            if not query.is_regex:
+                return frozenset({self._id(query)})
+            needle = _prefilter_needle(query.normalized)
+            if needle is None:
+                return None
+            return frozenset({self._intern(_Scanned(query.field, needle, "prefilter"))})
         if isinstance(query, Not):
             return None
         options = [self._triggers(operand) for operand in query.operands]
@@ -232,11 +269,34 @@ class _Builder:
         return (
             len(terms),
             max(_FIELD_COMMONNESS[term.field] for term in terms),
-            -min(map(_weight, (term.normalized for term in terms))),
+            -min(_weight(term.text) for term in terms),
         )
 
 
-def _is_tabled(query: Query, term_ids: frozenset[int]) -> bool:
+def _needle(term: _Scanned) -> str:
+    return term.text if term.kind == "prefilter" else mark_boundaries(term.text)
+
+
+def _prefilter_needle(pattern: str) -> str | None:
+    """A plain substring that the normalised field has wherever RE2 ``pattern`` matches.
+
+    Case-folded, as the (case-insensitive) regex reads case-folded text; cut into
+    chunks that the boundary marks cannot split (see ``plain_chunks``).
+    """
+    chunks = [chunk for run in required_literals(pattern) for chunk in plain_chunks(run.casefold())]
+    return max(chunks, key=_weight, default=None)
+
+
+def _batches(
+    items: Iterable[tuple[EntryData, str]], size: int
+) -> Iterator[list[tuple[EntryData, str]]]:
+    """``items`` in lists of ``size`` (``itertools.batched`` is Python 3.12)."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _is_tabled(query: Query, term_ids: Sequence[int]) -> bool:
     return len(term_ids) <= MAX_TABLE_TERMS and not any(t.is_regex for t in iter_terms(query))
 
 

@@ -1,30 +1,41 @@
-"""Which literal terms occur in a document: boundary-marked text scanned by Aho–Corasick."""
+"""Which literal terms occur in a document: boundary-marked text scanned by Aho–Corasick.
+
+One automaton per field (ahocorasick_rs, Rust's aho-corasick crate: its contiguous
+automaton is compact enough to stay in the CPU caches between documents). With 10,000
+subscriptions an entry hits ~150 distinct terms at ~330 places; every place costs a
+Python tuple, the largest part of a scan (bench/match.py).
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
-from operator import attrgetter, invert, itemgetter
-from typing import Any, NamedTuple
+from operator import itemgetter
+from typing import NamedTuple
 
-import ahocorasick
+import numpy as np
+import numpy.typing as npt
+from ahocorasick_rs import BytesAhoCorasick, Implementation
+from scipy.sparse import csr_array
 
 from feedsvc.match.normalize import normalize, normalize_short
 from feedsvc.match.query import Field
 from feedsvc.model import EntryData
 
 _chain = chain.from_iterable
-_second = itemgetter(1)
+_first = itemgetter(0)
+_Int32 = npt.NDArray[np.int32]
+_Int64 = npt.NDArray[np.int64]
 
 #: Put around every run of ASCII letters and digits of the text and of the terms before
 #: scanning. ``normalize`` deletes it and produces it from no other character (checked
 #: over every code point), so it never occurs in normalised text on its own.
 _MARK = "\u200b"
+#: Bytes scanned at a time (see ``_distinct``): more than most entries have.
+_WINDOW = 16 << 10
 _ALNUM_RUN = re.compile("([A-Za-z0-9]+)")
-#: The fields scanned as one body: title and content separately, text as their union plus
-#: the occurrences across the space that joins them.
-_BODY: frozenset[Field] = frozenset({"title", "content", "text"})
 
 
 def mark_boundaries(text: str) -> str:
@@ -39,28 +50,26 @@ def mark_boundaries(text: str) -> str:
     return text if len(parts) == 1 else _MARK.join(parts)
 
 
-def _units(text: str) -> str:
-    """``text`` as its UTF-8 bytes, one character per byte, for the automaton.
+def plain_chunks(text: str) -> list[str]:
+    """``text`` cut where ASCII letters and digits meet other characters.
 
-    pyahocorasick finds a node's child by a linear search; thousands of distinct Chinese
-    first characters make every step from the root slow. Over bytes no node has more
-    than 256 children (the root about ten), which makes scanning several times faster.
-    UTF-8 is self-synchronising, so a term's bytes only ever match at character starts.
+    Each chunk occurs unchanged in the marked form of any text that contains ``text``
+    (marks only ever stand between such a pair): needles for plain substring search.
     """
-    return text.encode("utf-8").decode("latin-1")
+    return [chunk for chunk in _ALNUM_RUN.split(text) if chunk]
 
 
 class Document:
     """One entry's fields, each normalised the first time a term or regex needs it."""
 
-    __slots__ = ("_encoded", "_entry", "_source", "_texts", "_units")
+    __slots__ = ("_encoded", "_entry", "_marked", "_source", "_texts")
 
     def __init__(self, entry: EntryData, source: str) -> None:
         self._entry = entry
         self._source = source
         self._texts: dict[Field, str] = {}
-        self._units: dict[Field, str] = {}
         self._encoded: dict[Field, bytes] = {}
+        self._marked: dict[Field, bytes] = {}
 
     def field(self, name: Field) -> str:
         """The normalised field (what regexes read)."""
@@ -70,18 +79,27 @@ class Document:
         return text
 
     def utf8(self, name: Field) -> bytes:
-        """The normalised field as UTF-8 (what RE2 reads fastest)."""
+        """The normalised field as UTF-8 (what RE2 reads)."""
         encoded = self._encoded.get(name)
         if encoded is None:
             encoded = self._encoded[name] = self.field(name).encode("utf-8")
         return encoded
 
-    def units(self, name: Field) -> str:
-        """The normalised, boundary-marked field as UTF-8 units (what automata read)."""
-        units = self._units.get(name)
-        if units is None:
-            units = self._units[name] = _units(mark_boundaries(self.field(name)))
-        return units
+    def marked(self, name: Field) -> bytes:
+        """The normalised field, boundary-marked, as UTF-8 (what the automata read)."""
+        marked = self._marked.get(name)
+        if marked is None:
+            marked = self._marked[name] = self._mark(name)
+        return marked
+
+    def _mark(self, name: Field) -> bytes:
+        if name == "text":
+            # Marks never span the joining space: the title's and content's marked
+            # bytes joined are the text's, without marking the body twice.
+            return b" ".join(
+                part for part in (self.marked("title"), self.marked("content")) if part
+            )
+        return mark_boundaries(self.field(name)).encode("utf-8")
 
     def _normalize(self, name: Field) -> str:
         entry = self._entry
@@ -108,102 +126,115 @@ def _join_values(values: Sequence[str]) -> str:
     return "\n".join(normalize_short(value) for value in values)
 
 
-class LiteralTerm(NamedTuple):
-    """A literal term to look for: its id, its field and its normalised text."""
+class Pattern(NamedTuple):
+    """What to look for in a field: a term's id and the text that stands for it in the
+    marked field (``mark_boundaries`` of its normalised text, or a plain chunk)."""
 
     term_id: int
     field: Field
-    normalized: str
+    needle: str
+
+
+@dataclass(frozen=True)
+class _FieldScan:
+    field: Field
+    automaton: BytesAhoCorasick
+    #: Column of needle 0; needle i is column ``offset + i``.
+    offset: int
+    #: How far windows overlap: one byte less than the longest needle.
+    overlap: int
 
 
 class Scanner:
-    """Finds the ids of the literal terms that occur in a document.
+    """Finds which terms occur in documents, as a documents × columns matrix.
 
-    Title, content and text terms share one automaton: the title and the content are
-    each scanned once, and a needle found in one of them hits that field's term and the
-    text's. Only a needle with a space can occur across the space that joins them in the
-    text field, so a window around that seam is scanned for the text's terms. Every
-    other field has its own automaton, scanned only when it has terms.
-
-    A needle's value is its term's id when that is all it stands for (one term of the
-    text, or of another field); a body needle that also stands for a title or content
-    term has the value ``~i``, and ``_regions[i]`` says which terms it hits where.
+    Column 0 is hit by every document ("always"); then each field with terms has one
+    automaton, its needle ``i`` a column. The text field is scanned whole (title,
+    space, content): phrases across the join are found like any other.
     """
 
-    def __init__(self, terms: Iterable[LiteralTerm]) -> None:
-        body: dict[str, dict[Field, int]] = {}
-        others: dict[Field, dict[str, int]] = {}
-        for term in terms:
-            needle = _units(mark_boundaries(term.normalized))
-            if term.field in _BODY:
-                body.setdefault(needle, {})[term.field] = term.term_id
-            else:
-                others.setdefault(term.field, {})[needle] = term.term_id
-        self._regions: list[_Region] = []
-        self._body = _automaton({needle: self._value(ids) for needle, ids in body.items()})
-        self._special = frozenset(~i for i in range(len(self._regions)))
-        self._seam = max((len(n) for n, f in body.items() if " " in n and "text" in f), default=0)
-        self._others = [(field, _automaton(needles)) for field, needles in others.items()]
+    always_column = 0
 
-    def _value(self, ids: dict[Field, int]) -> int:
-        """A body needle's value, given its term id in each field that has it."""
-        if list(ids) == ["text"]:
-            return ids["text"]
-        parts: tuple[tuple[Field, ...], ...] = (("title", "text"), ("content", "text"), ("text",))
-        self._regions.append(_Region(*(_ids(ids, fields) for fields in parts)))
-        return ~(len(self._regions) - 1)
+    def __init__(self, patterns: Sequence[Pattern]) -> None:
+        by_field: dict[Field, dict[str, list[int]]] = {}
+        for pattern in patterns:
+            by_field.setdefault(pattern.field, {}).setdefault(pattern.needle, []).append(
+                pattern.term_id
+            )
+        #: The term ids of each column (terms whose needles are equal share one).
+        columns: list[list[int]] = [[]]
+        self._fields: list[_FieldScan] = []
+        for field, needles in by_field.items():
+            automaton = BytesAhoCorasick(
+                [needle.encode("utf-8") for needle in needles],
+                implementation=Implementation.ContiguousNFA,
+            )
+            overlap = max(len(needle.encode("utf-8")) for needle in needles) - 1
+            self._fields.append(_FieldScan(field, automaton, len(columns), overlap))
+            columns += needles.values()
+        self.column_count = len(columns)
+        self.column_of = {term_id: i for i, ids in enumerate(columns) for term_id in ids}
+        self._term_of = np.array([ids[0] if ids else -1 for ids in columns], np.int64)
+        #: The other terms of columns that stand for more than one.
+        self._shared = {i: ids[1:] for i, ids in enumerate(columns) if len(ids) > 1}
 
-    def scan(self, document: Document) -> set[int]:
-        """The ids of the terms that occur in their field of ``document``."""
-        hits: set[int] = set()
-        if self._body is not None:
-            self._scan_body(document, hits)
-        for field, automaton in self._others:
-            hits.update(map(_second, automaton.iter(document.units(field))))
-        return hits
+    def matrix(self, documents: Sequence[Document]) -> csr_array:
+        """The documents × columns matrix of the terms that occur (1 where one does).
 
-    def _scan_body(self, document: Document, hits: set[int]) -> None:
-        title, content = document.units("title"), document.units("content")
-        self._collect(title, _in_title, hits)
-        self._collect(content, _in_content, hits)
-        if self._seam and title and content:
-            seam = f"{title[-self._seam :]} {content[: self._seam]}"
-            self._collect(seam, _across, hits)
+        All fields are normalised first, then each automaton scans every document in
+        turn, so that it stays in the CPU caches.
+        """
+        count = len(documents)
+        texts = [[document.marked(f.field) for document in documents] for f in self._fields]
+        found = [_scan(f, marked) for f, marked in zip(self._fields, texts, strict=True)]
+        sizes = sum((field_sizes for field_sizes, _ in found), np.ones(count, np.int64))
+        indptr = np.concatenate(([0], np.cumsum(sizes)))
+        indices = np.empty(int(indptr[-1]), np.int32)
+        indices[indptr[:-1]] = self.always_column
+        # Each row: "always", then each field's columns.
+        starts = indptr[:-1] + 1
+        for field_sizes, columns in found:
+            indices[_places(starts, field_sizes)] = columns
+            starts = starts + field_sizes
+        ones = np.ones(len(indices), np.int32)
+        return csr_array((ones, indices, indptr), shape=(count, self.column_count))
 
-    def _collect(
-        self, units: str, part: Callable[[_Region], tuple[int, ...]], hits: set[int]
-    ) -> None:
-        """Add the ids of the terms that ``units``, one part of the body, hits."""
-        found = set(map(_second, self._body.iter(units))) if units else set()
-        special = found & self._special
-        found -= special
-        hits |= found
-        hits.update(_chain(map(part, map(self._regions.__getitem__, map(invert, special)))))
-
-
-class _Region(NamedTuple):
-    """The term ids a body needle hits when found in the title, in the content, or across."""
-
-    title: tuple[int, ...]
-    content: tuple[int, ...]
-    across: tuple[int, ...]
+    def term_ids(self, documents: csr_array, row: int) -> set[int]:
+        """The ids of the terms that occur in document ``row`` of a ``matrix``."""
+        columns = documents.indices[documents.indptr[row] : documents.indptr[row + 1]]
+        found = set(self._term_of[columns].tolist())
+        found.discard(-1)
+        for column in self._shared.keys() & set(columns.tolist()):
+            found.update(self._shared[column])
+        return found
 
 
-_in_title = attrgetter("title")
-_in_content = attrgetter("content")
-_across = attrgetter("across")
+def _scan(field_scan: _FieldScan, texts: Sequence[bytes]) -> tuple[_Int64, _Int32]:
+    """How many columns of the field each text hits, and those columns, text by text."""
+    found = [_distinct(field_scan, text) for text in texts]
+    sizes = np.fromiter(map(len, found), np.int64, len(found))
+    columns = np.fromiter(_chain(found), np.int32, int(sizes.sum())) + np.int32(field_scan.offset)
+    return sizes, columns
 
 
-def _ids(terms: dict[Field, int], fields: Sequence[Field]) -> tuple[int, ...]:
-    return tuple(terms[f] for f in fields if f in terms)
+def _distinct(field_scan: _FieldScan, text: bytes) -> set[int]:
+    """The indexes of the needles that occur in ``text``.
+
+    A long text is scanned in overlapping windows: the automaton lists every place, and
+    a hostile text that repeats a short term would otherwise make one list of millions.
+    """
+    find = field_scan.automaton.find_matches_as_indexes
+    size = _WINDOW + field_scan.overlap
+    if len(text) <= size:
+        return set(map(_first, find(text, overlapping=True)))
+    found: set[int] = set()
+    for start in range(0, len(text), _WINDOW):
+        found.update(map(_first, find(text[start : start + size], overlapping=True)))
+    return found
 
 
-def _automaton(needles: dict[str, int]) -> Any:
-    """An automaton of ``needles`` and their values; None when there are none."""
-    if not needles:
-        return None
-    automaton = ahocorasick.Automaton()
-    for needle, value in needles.items():
-        automaton.add_word(needle, value)
-    automaton.make_automaton()
-    return automaton
+def _places(starts: _Int64, sizes: _Int64) -> _Int64:
+    """Positions ``starts[i]``, ``starts[i] + 1``, … (``sizes[i]`` of them) for each i, in turn."""
+    ends = np.cumsum(sizes)
+    total = int(ends[-1]) if len(ends) else 0
+    return np.repeat(starts - (ends - sizes), sizes) + np.arange(total)

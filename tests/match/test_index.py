@@ -211,18 +211,28 @@ def test_keyword_list_from_config(entry: EntryFactory) -> None:
     assert index.match(entry("新 能源"), "x") == []
 
 
-def test_few_term_queries_take_the_set_operation_paths(entry: EntryFactory) -> None:
-    # Recognised from their truth tables: any of / all of skip the per-query look-up.
+def test_a_batch_matches_as_its_entries_one_by_one(entry: EntryFactory) -> None:
+    # Tabled queries come from the batch's matrix product, the regex one is evaluated on
+    # its own: the results still merge in build order, across more than one batch.
     index = MatchIndex.build(
-        {"any": "(深圳 OR 上海) -广告", "all": "深圳 新能源 -广告", "other": "(深圳 OR 上海) 光伏"}
+        {
+            "any": "(深圳 OR 上海) -广告",
+            "all": "深圳 新能源 -广告",
+            "regex": r"/\d+亿/ 深圳",
+            "none": "-广告",
+            "other": "(深圳 OR 上海) 光伏",
+        }
     )
-    tables = index._tables  # observed: which path each subscription takes
-    assert (tables._all_of.codes, tables._other.codes) == ({1}, {2})
-    assert {~code for code in tables._excluding.codes} == {0, 1}
-    assert [h.subscription for h in index.match(entry("深圳新能源光伏"), "x")] == [
-        "any",
-        "all",
-        "other",
+    titles = ["深圳新能源光伏 5亿", "广告 深圳 5亿", "上海", "", "新能源"] * 60
+    entries = [(entry(title), "x") for title in titles]
+    batch = index.match_many(entries)
+    assert batch == [index.match(e, source) for e, source in entries]
+    assert [[h.subscription for h in hits] for hits in batch[:5]] == [
+        ["any", "all", "regex", "none", "other"],
+        ["regex"],
+        ["any", "none"],
+        ["none"],
+        ["none"],
     ]
 
 

@@ -28,7 +28,7 @@ from feedsvc.model import EntryData
 CHINESE = ["深圳", "圳", "深圳市", "新能源", "能源", "电池", "電池", "广告", "港股"]
 ENGLISH = ["ai", "AI", "ＡＩ", "said", "5g", "a b"]
 WORDS = CHINESE + ENGLISH
-REGEXES = [r"\d+亿", r"ai\d", r"深.市"]
+REGEXES = [r"\d+亿", r"ai\d", r"深.市", r"AI\d", r"1亿", r"(深圳|港股)市?", r"能源|电池"]
 # Pieces of documents: the words, glue that tests markup, entities and zero-width handling.
 PIECES = [*WORDS, "", " ", "<b>", "</b>", "<p>", "&amp;", "&#28145;", "\u200d", "x", "1", "亿"]
 FIELDS = ["", "", "", "title:", "content:", "category:", "source:"]
