@@ -25,7 +25,9 @@ _ANY_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
 # `?a=1&copy=2` into `?a=1©=2`. Sanitised HTML always terminates its references.
 _ENTITY = re.compile(r"&(?:#[0-9]{1,8}|#[xX][0-9a-fA-F]{1,7}|[A-Za-z][A-Za-z0-9]{1,31});")
 _ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
-_DELETE_ZERO_WIDTH = dict.fromkeys(map(ord, _ZERO_WIDTH))
+# A regex, not str.translate: translate looks every character up in a dict, ten times
+# slower on Chinese text, where these characters are rare.
+_ZERO_WIDTH_CHAR = re.compile(f"[{_ZERO_WIDTH}]")
 # Units that never convert to the next piece of output on their own are given up on after
 # this many, so hostile text cannot make highlighting quadratic.
 _MAX_GROUP = 64
@@ -73,7 +75,7 @@ def normalize(text: str) -> str:
     and ends stripped.
     Plain text passes through the HTML step unchanged unless it contains tags or entities.
     """
-    text = _html_to_text(text).translate(_DELETE_ZERO_WIDTH)
+    text = _ZERO_WIDTH_CHAR.sub("", _html_to_text(text))
     return " ".join(_to_simplified(_fold(text)).split())
 
 

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from scipy.sparse import csr_array
 
 #: A query with at most this many distinct literal terms is tabled: its truth table has
-#: ``2 ** MAX_TABLE_TERMS`` bits at most, one unsigned 32-bit integer.
+#: ``2 ** MAX_TABLE_TERMS`` entries.
 MAX_TABLE_TERMS = 5
 _MASK_BITS = MAX_TABLE_TERMS
 #: The weight added to a pair for a tabled query true when none of its terms hit
@@ -33,7 +33,8 @@ _PRESENT = 1 << _MASK_BITS
 #: this value wakes the query to be evaluated on its own.
 _WAKE = 2 * _PRESENT
 #: A sort key: the document's index above this bit, the result's index below.
-_KEY_SHIFT = 36
+_KEY_SHIFT = 32
+_Int32 = npt.NDArray[np.int32]
 _Int64 = npt.NDArray[np.int64]
 
 
@@ -69,12 +70,11 @@ class Tables:
         self._terms: list[int | None] = []
         self._subscriptions: list[int] = []
         self._weights: list[int] = []
-        self._truth: dict[int, int] = {}
-        self._first_result: dict[int, int] = {}
+        #: (query number << _MASK_BITS | mask) of each true combination, in that order.
+        self._true: list[int] = []
         self._results: list[Any] = []
         self._matrix: csr_array | None = None
-        self._truth_bits: _Int64 = np.zeros(0, np.int64)
-        self._offsets: _Int64 = np.zeros(0, np.int64)
+        self._result_index: _Int32 = np.zeros(0, np.int32)
         self._result_array: npt.NDArray[np.object_] = np.empty(0, object)
 
     def add(self, number: int, term_ids: Sequence[int], table: Mapping[int, Any]) -> None:
@@ -85,10 +85,9 @@ class Tables:
             self._link(term_id, number, 1 << bit)
         if 0 in table:
             self._link(None, number, _PRESENT)
-        self._truth[number] = sum(1 << mask for mask in table)
-        # Results in (number, mask) order: the n-th true mask of a query is its n-th.
-        self._first_result[number] = len(self._results)
-        self._results += [table[mask] for mask in sorted(table)]
+        for mask in sorted(table):
+            self._true.append(number << _MASK_BITS | mask)
+            self._results.append(table[mask])
 
     def add_evaluated(self, number: int, triggers: frozenset[int] | None) -> None:
         """Add a query that is not tabled, woken when one of ``triggers`` (None: every
@@ -118,8 +117,10 @@ class Tables:
             ),
             shape=(column_count, max(subscription_count, 1)),
         )
-        self._truth_bits = _by_number(self._truth, subscription_count)
-        self._offsets = _by_number(self._first_result, subscription_count)
+        # Where (number, mask) is true, the index of its result, else -1. Results are in
+        # (number, mask) order, so sorting indexes sorts by subscription.
+        self._result_index = np.full(max(subscription_count, 1) << _MASK_BITS, -1, np.int32)
+        self._result_index[self._true] = np.arange(len(self._true), dtype=np.int32)
         self._result_array = np.empty(len(self._results), object)
         self._result_array[:] = self._results
 
@@ -130,12 +131,10 @@ class Tables:
         pairs = documents @ self._matrix
         rows = np.repeat(np.arange(count), np.diff(pairs.indptr))
         values, numbers = pairs.data, pairs.indices.astype(np.int64)
-        masks = values & (_PRESENT - 1)
-        truth = self._truth_bits[numbers]
-        true = (values < _WAKE) & (truth >> masks & 1).astype(bool)
-        # The result's place: the query's first, plus how many of its masks below are true.
-        below = np.bitwise_count(truth[true] & ((1 << masks[true]) - 1))
-        keys = rows[true] << _KEY_SHIFT | (self._offsets[numbers[true]] + below)
+        # A query that is not tabled has no true combination: its index is -1.
+        index = self._result_index[numbers << _MASK_BITS | values & (_PRESENT - 1)]
+        true = index >= 0
+        keys = rows[true] << _KEY_SHIFT | index[true]
         keys.sort()
         return Batch(self._split(keys, count), _woken(rows, numbers, values >= _WAKE))
 
@@ -144,12 +143,6 @@ class Tables:
         results = self._result_array[keys & ((1 << _KEY_SHIFT) - 1)].tolist()
         ends = np.cumsum(np.bincount(keys >> _KEY_SHIFT, minlength=documents)).tolist()
         return [results[start:end] for start, end in pairwise([0, *ends])]
-
-
-def _by_number(values: Mapping[int, int], count: int) -> _Int64:
-    array = np.zeros(max(count, 1), np.int64)
-    array[list(values)] = list(values.values())
-    return array
 
 
 def _woken(rows: _Int64, numbers: _Int64, woken: npt.NDArray[np.bool_]) -> dict[int, list[int]]:
