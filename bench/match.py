@@ -12,8 +12,8 @@ again, as a new entry would be. The index matches one copy of the corpus (one pa
 all.xml, 104 entries) per ``match_many`` call, as a parse worker matches a feed's entries.
 
 Every term occurs in the corpus, so with only 104 distinct entries each subscription
-matches at least 1% of them: about 130 of the 10,000 match every entry, and each entry
-hits about 160 distinct terms. A second run ("sparse") makes 49 in 50 terms absent from
+matches at least 1% of them: an entry matches about 127 of the 10,000 and hits about 150
+distinct terms at about 330 places. A second run ("sparse") makes 49 in 50 terms absent from
 the corpus (a "#" appended), the common case of many niche subscriptions, to show the
 index's cost when few subscriptions match.
 
