@@ -9,11 +9,11 @@ Python tuple, the largest part of a scan (bench/match.py).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,7 @@ from feedsvc.model import EntryData
 
 _chain = chain.from_iterable
 _first = itemgetter(0)
+_T = TypeVar("_T")
 _Int32 = npt.NDArray[np.int32]
 _Int64 = npt.NDArray[np.int64]
 
@@ -73,24 +74,18 @@ class Document:
 
     def field(self, name: Field) -> str:
         """The normalised field (what regexes read)."""
-        text = self._texts.get(name)
-        if text is None:
-            text = self._texts[name] = self._normalize(name)
-        return text
+        return _memo(self._texts, name, self._normalize)
 
     def utf8(self, name: Field) -> bytes:
         """The normalised field as UTF-8 (what RE2 reads)."""
-        encoded = self._encoded.get(name)
-        if encoded is None:
-            encoded = self._encoded[name] = self.field(name).encode("utf-8")
-        return encoded
+        return _memo(self._encoded, name, self._encode)
 
     def marked(self, name: Field) -> bytes:
         """The normalised field, boundary-marked, as UTF-8 (what the automata read)."""
-        marked = self._marked.get(name)
-        if marked is None:
-            marked = self._marked[name] = self._mark(name)
-        return marked
+        return _memo(self._marked, name, self._mark)
+
+    def _encode(self, name: Field) -> bytes:
+        return self.field(name).encode("utf-8")
 
     def _mark(self, name: Field) -> bytes:
         if name == "text":
@@ -118,6 +113,13 @@ class Document:
         if name == "source":
             return normalize_short(self._source)
         return normalize(entry.link or "")
+
+
+def _memo(cache: dict[Field, _T], name: Field, compute: Callable[[Field], _T]) -> _T:
+    value = cache.get(name)
+    if value is None:
+        value = cache[name] = compute(name)
+    return value
 
 
 def _join_values(values: Sequence[str]) -> str:
