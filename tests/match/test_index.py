@@ -258,3 +258,27 @@ def test_regex_runs_only_when_the_rest_of_the_query_needs_it(entry: EntryFactory
     assert counting.searches == 0
     assert index.match(entry("深圳 上海 5亿"), "x") == [Hit("s", ("深圳", r"/\d+亿/", "上海"))]
     assert counting.searches == 1
+
+
+def test_a_regex_alone_runs_only_where_its_literal_occurs(entry: EntryFactory) -> None:
+    index = MatchIndex.build({"s": r"/深圳\d+/"})
+    [(term_id, (field, regex))] = index._regexes.items()
+    counting = CountingRegex(regex)
+    index._regexes[term_id] = (field, counting)  # type: ignore[index]
+    assert index.match_many([(entry("上海 5"), "x"), (entry("北京"), "x")]) == [[], []]
+    assert counting.searches == 0
+    assert index.match(entry("深圳 5"), "x") == []
+    assert index.match(entry("深圳5号"), "x") == [Hit("s", (r"/深圳\d+/",))]
+    assert counting.searches == 2
+
+
+def test_a_query_of_many_terms_is_evaluated_in_its_batch(entry: EntryFactory) -> None:
+    # Six terms: too many for a truth table, so the product only wakes it.
+    index = MatchIndex.build({"few": "深圳", "many": "a OR b OR c OR d OR e OR 深圳 -广告"})
+    found = index.match_many([(entry("深圳"), "x"), (entry("广告 深圳"), "x"), (entry("e"), "x")])
+    assert found == [
+        [Hit("few", ("深圳",)), Hit("many", ("深圳",))],
+        [Hit("few", ("深圳",))],
+        [Hit("many", ("e",))],
+    ]
+    assert index.match_many([]) == []
