@@ -29,6 +29,8 @@ class _Unsure(Exception):
 
 def required_literals(pattern: str) -> list[str]:
     """Literals that every match of RE2 ``pattern`` contains; none where unsure."""
+    if "\\Q" in pattern:
+        return []  # quoted text can hide any syntax, even inside groups and classes
     try:
         return _literal_runs(pattern)
     except _Unsure:

@@ -73,3 +73,8 @@ def test_a_regex_alone_matches_as_the_regex_does(pattern: str, text: str) -> Non
     entry = EntryData("e", "e", text, None, None, None)
     expected = compile_regex(pattern, 0).search(" ".join(text.casefold().split())) is not None
     assert bool(index.match(entry, "x")) == expected
+
+
+def test_quoted_text_inside_a_group_gives_no_literal() -> None:
+    # Inside \Q…\E a parenthesis is literal: reading the group would end it too early.
+    assert required_literals(r"(\Qa)\E)b") == []
