@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/feedsvc run -c config/demo.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	.ci/with-postgres $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
