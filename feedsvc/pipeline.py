@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from apscheduler.triggers.base import BaseTrigger
 
-from feedsvc.config import Config, FetchConfig, SourceConfig, SubscriberConfig, schedule_trigger
+from feedsvc.config import Config, FetchConfig, SourceConfig, SubscriberConfig
 from feedsvc.errors import FetchError, NotifyError, SourceError
 from feedsvc.feeds import build_feed, build_opml, feed_meta, feed_url
 from feedsvc.fetch import Fetcher
@@ -45,6 +45,7 @@ from feedsvc.model import (
     SubscriptionInfo,
 )
 from feedsvc.render import DigestRenderer, RenderedDigest
+from feedsvc.schedule import schedule_trigger
 from feedsvc.store.base import FetchOutcome, SourceSpec, Storage, SubscriberSpec
 from feedsvc.tokens import sign_unsubscribe
 from feedsvc.workers import EntryHits, parse_and_match

@@ -13,8 +13,9 @@ import feedparser
 import pytest
 
 from feedsvc.cli import main, opened_storage
-from feedsvc.config import load_config, schedule_trigger
+from feedsvc.config import load_config
 from feedsvc.match import normalize
+from feedsvc.schedule import schedule_trigger
 from feedsvc.store import SubscriberSpec
 from tests.e2e.servers import CORPUS, FeedServer, write_config
 

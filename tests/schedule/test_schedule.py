@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from feedsvc.config import schedule_trigger
 from feedsvc.pipeline import backoff_delay, digest_message_id, latest_fire_time
+from feedsvc.schedule import schedule_trigger
 
 LONDON = ZoneInfo("Europe/London")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
