@@ -164,8 +164,12 @@ class Storage(Protocol):
         """Forget matches that no longer hold (an updated entry stopped matching)."""
 
     async def recent_matches(self, subscription: str, limit: int) -> list[MatchedEntry]:
-        """The newest ``limit`` matches of a subscription, newest entry first (by the
-        entry's updated/published time, then first-seen)."""
+        """The newest ``limit`` matches of a subscription, newest entry first.
+
+        An entry's time is its ``published``, else its ``updated``, else its
+        ``first_seen``; entries of the same time come by ``first_seen``, newest first,
+        then by ``entry_id``, highest (stored last) first.
+        """
 
     async def latest_match_change(self, subscription: str) -> datetime | None:
         """When a subscription's feed last changed (newest match or entry change)."""

@@ -24,8 +24,8 @@ MATCHED_ENTRY = Record(
     MatchedEntry, matches, columns={"entry": STORED_ENTRY}, codecs={"terms": JSON_TUPLE}
 )
 
-#: An entry's time: its ``updated``, else its ``published``, else when it was first seen.
-_ENTRY_TIME = func.coalesce(entries.c.updated, entries.c.published, entries.c.first_seen)
+#: An entry's time: its ``published``, else its ``updated``, else when it was first seen.
+_ENTRY_TIME = func.coalesce(entries.c.published, entries.c.updated, entries.c.first_seen)
 
 _UPDATE_MATCH_TERMS = update(matches).where(
     matches.c.subscription == bindparam("b_subscription"),

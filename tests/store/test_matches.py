@@ -56,7 +56,8 @@ async def test_delete_matches_forgets_only_the_named_pairs(
 
 async def test_recent_matches_are_newest_entry_first(storage: SqlStorage, source: str) -> None:
     # make_entry(n) is published n hours before T0, entry 0 a minute after; entry 3 was
-    # updated after entries 1 and 2; entry 4 carries no date (its first-seen time counts).
+    # updated after entries 1 and 2, which does not move it: an entry's time is its
+    # publication; entry 4 carries no date (its first-seen time counts).
     batch = (
         [make_entry(0, published=T0 + timedelta(minutes=1))]
         + [make_entry(n) for n in range(1, 3)]
@@ -68,9 +69,40 @@ async def test_recent_matches_are_newest_entry_first(storage: SqlStorage, source
     saved = await storage.save_entries(source, FEED, batch, T0)
     await storage.save_matches([Match("深圳", e.entry_id, ("深圳",)) for e in saved], T0)
 
+    recent = await storage.recent_matches("深圳", 4)
+
+    assert [m.entry.data.key for m in recent] == [batch[n].key for n in (0, 4, 1, 2)]
+
+
+async def test_an_entry_without_publication_time_counts_its_update_time(
+    storage: SqlStorage, source: str
+) -> None:
+    batch = [
+        make_entry(1),
+        make_entry(2, published=None, updated=T0 - timedelta(minutes=90)),
+        make_entry(3, published=None, updated=None),
+    ]
+    saved = await storage.save_entries(source, FEED, batch, T0 - timedelta(hours=2))
+    await storage.save_matches([Match("深圳", e.entry_id, ("深圳",)) for e in saved], T0)
+
     recent = await storage.recent_matches("深圳", 3)
 
-    assert [m.entry.data.key for m in recent] == [batch[0].key, batch[4].key, batch[3].key]
+    assert [m.entry.data.key for m in recent] == [batch[n].key for n in (0, 1, 2)]
+
+
+async def test_recent_matches_of_the_same_time_are_last_seen_then_last_stored_first(
+    storage: SqlStorage, source: str
+) -> None:
+    same_time = T0 - timedelta(hours=5)
+    [first] = await storage.save_entries(source, FEED, [make_entry(1, published=same_time)], T0)
+    later = [make_entry(n, published=same_time) for n in (2, 3)]
+    [second, third] = await storage.save_entries(source, FEED, later, LATER)
+    stored = [first, second, third]
+    await storage.save_matches([Match("深圳", e.entry_id, ("深圳",)) for e in stored], LATER)
+
+    recent = await storage.recent_matches("深圳", 3)
+
+    assert [m.entry for m in recent] == [third, second, first]
 
 
 async def test_latest_match_change_is_the_newest_match_or_entry_change(
