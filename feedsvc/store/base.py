@@ -7,7 +7,10 @@ Contract, stated once for every method:
   programming errors (wrong types, unknown names) pass through unchanged;
 - each method is one transaction: it either happens whole or not at all;
 - ``owner`` identifies a node (process) claiming work; a claim lasts until ``lease_until``
-  and is then free for any node again, so a crashed node never holds work for ever.
+  and is then free for any node again, so a crashed node never holds work for ever;
+- every list returned is in the order its method states, ties included (names sort in
+  the database's collation); where an argument names a thing twice, the method says
+  which one wins.
 """
 
 from __future__ import annotations
@@ -116,12 +119,20 @@ class Storage(Protocol):
     ) -> list[SourceForUpdate]:
         """Claim up to ``limit`` enabled sources whose next poll is due and that no
         other owner holds; a claimed source is not claimable again until
-        ``lease_until`` passes or :meth:`record_fetch` releases it."""
+        ``lease_until`` passes or :meth:`record_fetch` releases it.
+
+        When more are due than ``limit``, those due longest are claimed (among equally
+        due ones, the source added first). Returned by next poll time, then name.
+        """
 
     async def claim_sources(
         self, names: Sequence[str], now: datetime, owner: str, lease_until: datetime
     ) -> list[SourceForUpdate]:
-        """Claim the named sources now, due or not (``feedsvc poll --source``)."""
+        """Claim the named sources now, due or not (``feedsvc poll --source``).
+
+        Unknown names, disabled sources and sources another owner holds are left out.
+        Returned by next poll time, then name.
+        """
 
     async def record_fetch(self, name: str, outcome: FetchOutcome) -> None:
         """Record a poll's outcome on the source and release its lease.
@@ -142,23 +153,34 @@ class Storage(Protocol):
     async def save_entries(
         self, source: str, feed: FeedInfo, entries: Sequence[EntryData], now: datetime
     ) -> list[StoredEntry]:
-        """Store a poll's entries and return only those that are new or changed.
+        """Store a poll's entries and return only those that are new or changed, in
+        feed order (the order of ``entries``).
 
         An entry is the same as a stored one of that source when its ``key`` is equal,
         or when its link and (normalised) title equal a stored entry's (feeds that
         regenerate ids). Same ``content_hash``: unchanged, not returned. Different:
         updated in place (same ``entry_id``), ``changed_at = now``, returned.
         The source's ``FeedInfo`` is stored too.
+
+        First wins, in feed order: a key repeated within ``entries`` counts once, as its
+        first occurrence (later ones are ignored); a stored entry is matched by link
+        and title to the first entry of the poll that has them, and never to one
+        already matched by key; of several stored entries with that link and title,
+        the one stored first is matched.
         """
 
     async def get_entries(self, entry_ids: Sequence[int]) -> list[StoredEntry]:
-        """The stored entries with these ids (unknown ids are skipped)."""
+        """The stored entries with these ids, in the order of ``entry_ids`` (unknown ids
+        are skipped; an id given twice is returned twice)."""
 
     # -- matches -------------------------------------------------------------
 
     async def save_matches(self, matches: Sequence[Match], now: datetime) -> int:
         """Record matches; a (subscription, entry) pair already stored gets its terms
-        updated and ``matched_at`` kept. Returns the number of new pairs."""
+        updated and ``matched_at`` kept. Returns the number of new pairs.
+
+        A pair given more than once counts once, with the terms of its last occurrence.
+        """
 
     async def delete_matches(self, subscription: str, entry_ids: Sequence[int]) -> None:
         """Forget matches that no longer hold (an updated entry stopped matching)."""
@@ -183,7 +205,10 @@ class Storage(Protocol):
     async def pending_matches(self, email: str, until: datetime) -> list[MatchedEntry]:
         """Matches of the subscriber's subscriptions, made after the pair started and at
         or before ``until``, not yet in any outbox message for this subscriber and not
-        unsubscribed; oldest first."""
+        unsubscribed.
+
+        Oldest match first: by ``matched_at``, then ``entry_id``, then subscription name.
+        """
 
     async def enqueue_digest(
         self,
@@ -194,18 +219,23 @@ class Storage(Protocol):
         now: datetime,
     ) -> int | None:
         """Store a rendered digest in the outbox together with the (subscription, entry)
-        pairs it delivers, in one transaction. Returns the outbox id, or ``None`` when
-        an outbox row with this ``message_id`` exists already (the digest is not
-        stored twice)."""
+        pairs it delivers (a pair given twice is stored once), in one transaction.
+        Returns the outbox id, or ``None`` when an outbox row with this ``message_id``
+        exists already (the digest is not stored twice)."""
 
     async def delivered_entries(self, email: str, since: datetime) -> list[StoredEntry]:
         """Entries in digests enqueued for this subscriber at or after ``since`` (each
-        once), so a story arriving again through another source is recognised."""
+        once), so a story arriving again through another source is recognised; in the
+        order they were stored (``entry_id``)."""
 
     async def claim_outbox(
         self, now: datetime, owner: str, lease_until: datetime, limit: int
     ) -> list[OutboxMessage]:
-        """Claim unsent, not permanently failed messages whose next attempt is due."""
+        """Claim unsent, not permanently failed messages whose next attempt is due.
+
+        Oldest first: when more are due than ``limit``, the first enqueued are claimed;
+        returned in the order they were enqueued (``OutboxMessage.id``).
+        """
 
     async def mark_sent(self, outbox_id: int, now: datetime) -> None:
         """The message was accepted by the mail server or written to the mailbox."""
@@ -220,7 +250,8 @@ class Storage(Protocol):
         """Messages by state: ``pending``, ``sent``, ``failed``."""
 
     async def delivery_problems(self, limit: int) -> list[DeliveryProblem]:
-        """Unsent messages whose last attempt failed, newest failure first."""
+        """Unsent messages whose last attempt failed, newest failure first (then the
+        message enqueued last first)."""
 
     async def last_digest_at(self, email: str) -> datetime | None:
         """When the last digest for this subscriber was enqueued."""

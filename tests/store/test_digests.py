@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from feedsvc.errors import StorageError
-from feedsvc.model import Match, MatchedEntry, OutboxMessage
+from feedsvc.model import Match, MatchedEntry, OutboxMessage, StoredEntry
 from feedsvc.store import SqlStorage, SubscriberSpec
 
 from .conftest import FEED, LEASE, T0, make_entry
@@ -29,6 +29,10 @@ async def match_entries(
     entry_ids = [entry.entry_id for entry in saved]
     await storage.save_matches([Match(subscription, i, ("深圳",)) for i in entry_ids], at)
     return entry_ids
+
+
+async def stored_entries(storage: SqlStorage, source: str, count: int) -> list[StoredEntry]:
+    return await storage.save_entries(source, FEED, [make_entry(n) for n in range(count)], T0)
 
 
 def pairs(pending: list[MatchedEntry]) -> list[tuple[str, int]]:
@@ -59,6 +63,26 @@ async def test_pending_matches_are_those_made_since_the_pair_started(
     assert pending[0].terms == ("深圳",) and pending[0].matched_at == T0
     assert pending[0].entry.data == make_entry(2)
     assert pairs(await subscribed.pending_matches(ANALYST, T0 + 2 * HOUR)) == pairs(pending[1:])
+
+
+async def test_pending_matches_are_oldest_first_then_by_entry_then_by_subscription(
+    storage: SqlStorage, source: str
+) -> None:
+    await storage.sync_subscribers([SubscriberSpec(READER, ("solar", "battery"))], T0)
+    a, b, c = (e.entry_id for e in await stored_entries(storage, source, 3))
+    at_two = [("solar", b), ("battery", b), ("solar", a), ("battery", a)]
+    await storage.save_matches([Match(s, e, ("光伏",)) for s, e in at_two], T0 + 2 * HOUR)
+    await storage.save_matches([Match("solar", c, ("光伏",))], T0 + HOUR)
+
+    pending = await storage.pending_matches(READER, T0 + 3 * HOUR)
+
+    assert pairs(pending) == [
+        ("solar", c),
+        ("battery", a),
+        ("solar", a),
+        ("battery", b),
+        ("solar", b),
+    ]
 
 
 async def test_a_subscription_added_later_starts_then(subscribed: SqlStorage, source: str) -> None:
@@ -170,6 +194,18 @@ async def test_claim_outbox_takes_due_messages_oldest_first(storage: SqlStorage)
     assert (claim_ids(first_two), not_due) == (ids[:2], [])
 
 
+async def test_claim_outbox_takes_the_first_enqueued_even_when_a_later_one_fell_due_first(
+    storage: SqlStorage,
+) -> None:
+    ids = await enqueue(storage, 3)
+    await storage.claim_outbox(T0, "node-1", T0 + LEASE, 1)
+    await storage.mark_failed(ids[0], T0, "451 稍后再试", permanent=False, retry_at=T0 + 3 * HOUR)
+
+    claimed = await storage.claim_outbox(T0 + 4 * HOUR, "node-1", T0 + 5 * HOUR, 2)
+
+    assert claim_ids(claimed) == ids[:2]
+
+
 async def test_a_sent_message_is_done(storage: SqlStorage) -> None:
     [outbox_id] = await enqueue(storage, 1)
     await storage.claim_outbox(T0, "node-1", T0 + LEASE, 10)
@@ -222,6 +258,17 @@ async def test_delivery_problems_show_the_server_s_reply_newest_first(
     await storage.claim_outbox(T0 + 2 * HOUR, "node-1", T0 + 3 * HOUR, 10)
     await storage.mark_sent(delayed, T0 + 2 * HOUR)
     assert [p.outbox_id for p in await storage.delivery_problems(10)] == [refused]
+
+
+async def test_delivery_problems_of_one_instant_show_the_last_enqueued_first(
+    storage: SqlStorage,
+) -> None:
+    ids = await enqueue(storage, 3)
+    await storage.claim_outbox(T0 + 2 * HOUR, "node-1", T0 + 3 * HOUR, 10)
+    for outbox_id in ids:
+        await storage.mark_failed(outbox_id, T0, "421 忙", permanent=False, retry_at=T0 + HOUR)
+
+    assert [p.outbox_id for p in await storage.delivery_problems(2)] == ids[:0:-1]
 
 
 async def test_marking_an_unknown_message_is_an_error(storage: SqlStorage) -> None:
@@ -294,3 +341,30 @@ async def test_delivered_entries_are_those_in_the_subscriber_s_recent_digests(
     recent = await subscribed.delivered_entries(READER, T0 + 2 * HOUR)
     assert [e.entry_id for e in recent] == late
     assert await subscribed.delivered_entries("别人@example.com", T0) == []
+
+
+async def test_delivered_entries_come_in_the_order_they_were_stored(
+    subscribed: SqlStorage, source: str
+) -> None:
+    first, second = await stored_entries(subscribed, source, 2)
+    await subscribed.save_matches([Match("深圳", second.entry_id, ("深圳",))], T0 + HOUR)
+    pending = await subscribed.pending_matches(READER, T0 + HOUR)
+    await subscribed.enqueue_digest(READER, "<second@feedsvc>", RAW, pending, T0 + HOUR)
+    await subscribed.save_matches([Match("深圳", first.entry_id, ("深圳",))], T0 + 2 * HOUR)
+    pending = await subscribed.pending_matches(READER, T0 + 2 * HOUR)
+    await subscribed.enqueue_digest(READER, "<first@feedsvc>", RAW, pending, T0 + 2 * HOUR)
+
+    assert await subscribed.delivered_entries(READER, T0) == [first, second]
+
+
+async def test_a_pair_given_twice_is_delivered_once(subscribed: SqlStorage, source: str) -> None:
+    await match_entries(subscribed, source, "深圳", range(0, 2), T0 + HOUR)
+    pending = await subscribed.pending_matches(READER, T0 + HOUR)
+
+    outbox_id = await subscribed.enqueue_digest(
+        READER, "<twice@feedsvc>", RAW, pending + pending[:1], T0 + HOUR
+    )
+
+    assert outbox_id is not None
+    assert len(await subscribed.delivered_entries(READER, T0)) == 2
+    assert await subscribed.pending_matches(READER, T0 + 2 * HOUR) == []

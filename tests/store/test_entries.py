@@ -128,6 +128,35 @@ async def test_a_key_repeated_in_one_poll_is_stored_once(storage: SqlStorage, so
     saved = await storage.save_entries(source, FEED, [make_entry(1), duplicate, make_entry(2)], T0)
 
     assert [entry.data for entry in saved] == [make_entry(1), make_entry(2)]
+    assert [entry.data for entry in await storage.get_entries(ids(saved))] == [
+        make_entry(1),
+        make_entry(2),
+    ]
+
+
+async def test_the_first_entry_of_a_poll_with_a_stored_link_and_title_is_the_stored_one(
+    storage: SqlStorage, source: str
+) -> None:
+    [stored] = await storage.save_entries(source, FEED, [make_entry(1)], T0)
+    first, second = (make_entry(1, key=k, id=k) for k in ("regenerated-a", "regenerated-b"))
+
+    [new] = await storage.save_entries(source, FEED, [first, second], LATER)
+
+    assert new.data == second and new.entry_id != stored.entry_id
+    [rekeyed] = await storage.get_entries([stored.entry_id])
+    assert rekeyed.data == first
+
+
+async def test_of_stored_entries_with_one_link_and_title_the_first_stored_is_matched(
+    storage: SqlStorage, source: str
+) -> None:
+    twins = [make_entry(1), make_entry(1, key="twin", id="twin")]
+    [older, _] = await storage.save_entries(source, FEED, twins, T0)
+    edited = make_entry(1, key="regenerated", id="regenerated", content_hash="edited")
+
+    [changed] = await storage.save_entries(source, FEED, [edited], LATER)
+
+    assert (changed.entry_id, changed.first_seen, changed.data) == (older.entry_id, T0, edited)
 
 
 async def test_entries_are_keyed_per_source(storage: SqlStorage, source: str) -> None:
@@ -167,6 +196,14 @@ async def test_get_entries_keeps_the_order_given_and_skips_unknown_ids(
     got = await storage.get_entries([saved[2].entry_id, 999_999, saved[0].entry_id])
 
     assert got == [saved[2], saved[0]]
+
+
+async def test_get_entries_returns_an_id_given_twice_twice(
+    storage: SqlStorage, source: str
+) -> None:
+    [a, b] = await storage.save_entries(source, FEED, [make_entry(1), make_entry(2)], T0)
+
+    assert await storage.get_entries([b.entry_id, a.entry_id, b.entry_id]) == [b, a, b]
 
 
 @pytest.mark.parametrize("poll", ["new", "changed"])

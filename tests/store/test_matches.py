@@ -31,6 +31,21 @@ async def test_save_matches_counts_new_pairs_and_keeps_the_first_match_time(
     assert (by_entry[b.entry_id].entry, by_entry[b.entry_id].matched_at) == (b, LATER)
 
 
+async def test_a_pair_given_twice_counts_once_with_its_last_terms(
+    storage: SqlStorage, source: str
+) -> None:
+    [a] = await stored_entries(storage, source, 1)
+    twice = [Match("新能源", a.entry_id, ("光伏",)), Match("新能源", a.entry_id, ("储能",))]
+    assert await storage.save_matches(twice, T0) == 1
+    [first] = await storage.recent_matches("新能源", 10)
+
+    again = [Match("新能源", a.entry_id, ("电池",)), Match("新能源", a.entry_id, ("风电",))]
+    assert await storage.save_matches(again, LATER) == 0
+    [second] = await storage.recent_matches("新能源", 10)
+
+    assert (first.terms, second.terms) == (("储能",), ("风电",))
+
+
 async def test_save_no_matches(storage: SqlStorage) -> None:
     assert await storage.save_matches([], T0) == 0
 

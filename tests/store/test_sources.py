@@ -16,6 +16,7 @@ from .conftest import FEED, LEASE, T0, make_entry
 FINEWS = SourceSpec("finews", "https://finews.example.com/feed.xml")
 EMNEWS = SourceSpec("emnews", "https://emnews.example.com/rss")
 LATER = T0 + timedelta(minutes=10)
+MINUTE = timedelta(minutes=1)
 
 
 def ok(*, at: timedelta = timedelta(0), **fields: Any) -> FetchOutcome:
@@ -35,10 +36,10 @@ def names(claimed: list[SourceForUpdate]) -> list[str]:
 
 
 async def claim_names(
-    storage: SqlStorage, owner: str = "node-1", at: timedelta = timedelta(0)
+    storage: SqlStorage, owner: str = "node-1", at: timedelta = timedelta(0), limit: int = 100
 ) -> list[str]:
     now = T0 + at
-    return names(await storage.claim_due_sources(now, owner, now + LEASE, 100))
+    return names(await storage.claim_due_sources(now, owner, now + LEASE, limit))
 
 
 async def test_new_sources_are_due_at_once(storage: SqlStorage) -> None:
@@ -57,6 +58,29 @@ async def test_claim_respects_the_limit_and_due_time(storage: SqlStorage) -> Non
 
     assert len(await storage.claim_due_sources(T0, "node-1", T0 + LEASE, 1)) == 1
     assert await claim_names(storage, at=-timedelta(seconds=1)) == []
+
+
+async def test_a_limited_claim_takes_the_sources_added_first_among_equally_due(
+    storage: SqlStorage,
+) -> None:
+    await storage.sync_sources([SourceSpec(n, f"https://{n}.example.com/") for n in "cab"], T0)
+
+    assert await claim_names(storage, limit=2) == ["a", "c"]
+
+
+async def test_claims_take_the_longest_due_and_return_them_by_next_poll_then_name(
+    storage: SqlStorage,
+) -> None:
+    due_in = {"a": 3, "b": 1, "c": 2, "d": 1, "e": 4}
+    await storage.sync_sources([SourceSpec(n, f"https://{n}.example.com/") for n in due_in], T0)
+    await storage.record_fetches(
+        {n: FetchOutcome(at=T0, next_poll=T0 + m * MINUTE, ok=True) for n, m in due_in.items()}
+    )
+
+    claimed = await claim_names(storage, at=5 * MINUTE, limit=3)
+    named = await storage.claim_sources(["e", "a"], T0, "cli", T0 + LEASE)
+
+    assert (claimed, names(named)) == (["b", "d", "c"], ["a", "e"])
 
 
 async def test_a_claimed_source_is_held_until_its_lease_expires(storage: SqlStorage) -> None:
