@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from feedsvc.errors import ParseError
 from feedsvc.model import ParsedFeed
-from feedsvc.parse import _prepared_document, decode_document, parse_feed
-from feedsvc.parse.well_formed import parse_well_formed
+from feedsvc.parse import decode_document, parse_feed
+from feedsvc.parse.decode import prepared_document
+from feedsvc.parse.well_formed import read_well_formed
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -42,7 +43,7 @@ def outcome(body: bytes, *, fast_path: bool, url: str = URL) -> ParsedFeed | str
 def handled(body: bytes, url: str = URL) -> bool:
     """Whether the fast path answers for ``body`` (instead of declining)."""
     text, _ = decode_document(body)
-    return parse_well_formed(_prepared_document(text), url) is not None
+    return read_well_formed(prepared_document(text), url) is not None
 
 
 def assert_same(body: bytes, url: str = URL) -> ParsedFeed | str:
