@@ -39,13 +39,13 @@ class Fields:
     updated: time.struct_time | None = None
     #: The feed's polling hints by feedparser's key (``ttl``, ``sy_updateperiod``, …).
     hints: dict[str, str] | None = None
-    people: People | None = None
+    state: AuthorsAndTags | None = None
 
-    def helpers(self) -> People:
+    def authors_and_tags(self) -> AuthorsAndTags:
         """feedparser's author and tag helpers, with this entry's state."""
-        if self.people is None:
-            self.people = People({})
-        return self.people
+        if self.state is None:
+            self.state = AuthorsAndTags({})
+        return self.state
 
     def entry(self) -> RawEntry:
         return RawEntry(
@@ -58,8 +58,8 @@ class Fields:
             updated_text=self.updated_text,
             published=self.published,
             updated=self.updated,
-            authors=self.people.authors() if self.people else (),
-            categories=self.people.categories() if self.people else (),
+            authors=self.state.authors() if self.state else (),
+            categories=self.state.categories() if self.state else (),
         )
 
     def feed(self, version: str, entries: tuple[RawEntry, ...]) -> RawFeed:
@@ -77,7 +77,7 @@ class Fields:
         )
 
 
-class People:
+class AuthorsAndTags:
     """Just enough of feedparser's parser for its author and tag helpers to run.
 
     They keep state across an entry's authors (a person without a name takes the
@@ -95,8 +95,8 @@ class People:
         return self.values
 
     def authors(self) -> tuple[str, ...]:
-        people = self.values.get("authors", ())
-        return tuple(first_text(a.get("name"), a.get("email")) for a in people)
+        persons = self.values.get("authors", ())
+        return tuple(first_text(a.get("name"), a.get("email")) for a in persons)
 
     def categories(self) -> tuple[str, ...]:
         tags = self.values.get("tags", ())
@@ -130,37 +130,37 @@ def identifier(fields: Fields, element: Any, base: str) -> None:
         fields.link = fields.id
 
 
-def author(people: People, element: Any, base: str) -> None:
+def author(state: AuthorsAndTags, element: Any, base: str) -> None:
     """``_start_author``/``_end_author``: an Atom person or an RSS "email (name)" string."""
-    people.values.setdefault("authors", []).append(FeedParserDict())
+    state.values.setdefault("authors", []).append(FeedParserDict())
     for part in elements.child_elements(element):
         name = elements.name(part)
         if name not in PERSON_PARTS:
             raise Unsure
         if name == "uri":
             uri_base = elements.base(part, base)
-            people._save_author("href", elements.text(part, resolve_against=uri_base))
+            state._save_author("href", elements.text(part, resolve_against=uri_base))
         else:
-            people._save_author(name, elements.untransformed_text(part))
+            state._save_author(name, elements.untransformed_text(part))
     if len(element):
         if elements.direct_text(element).strip():
             raise Unsure
-        people.values["author"] = ""
+        state.values["author"] = ""
     else:
-        people.values["author"] = elements.text(element)
-    people._sync_author_detail()
+        state.values["author"] = elements.text(element)
+    state._sync_author_detail()
 
 
-def category(people: People, element: Any) -> None:
+def category(state: AuthorsAndTags, element: Any) -> None:
     """``_start_category``/``_end_category``: attributes first, then the element's text."""
     attributes = elements.attributes(element)
     scheme = attributes.get("scheme", attributes.get("domain"))
-    people._add_tag(attributes.get("term"), scheme, attributes.get("label"))
+    state._add_tag(attributes.get("term"), scheme, attributes.get("label"))
     value = elements.text(element)
     if not value:
         return
-    tags = people.values["tags"]
+    tags = state.values["tags"]
     if tags and not tags[-1]["term"]:
         tags[-1]["term"] = value
     else:
-        people._add_tag(value, None, None)
+        state._add_tag(value, None, None)

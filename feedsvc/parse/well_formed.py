@@ -188,9 +188,9 @@ class _Reader:
             default = "text/plain" if name == "content" else "text/html"
             entry.content += (self.construct(element, base, default),)
         elif name in ("author", "dc_creator"):
-            handlers.author(entry.helpers(), element, base)
+            handlers.author(entry.authors_and_tags(), element, base)
         elif name == "category":
-            handlers.category(entry.helpers(), element)
+            handlers.category(entry.authors_and_tags(), element)
         else:
             self.common_field(entry, name, element, base, in_entry=True)
 
