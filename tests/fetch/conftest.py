@@ -1,4 +1,4 @@
-"""Fixtures of the fetch and parse tests (the servers live in hostile.py)."""
+"""Fixtures of the fetch tests (the servers live in hostile.py)."""
 
 from tests.fetch.hostile import (
     fetch,
