@@ -129,6 +129,17 @@ class StoredEntry:
     #: When the stored content last changed (equals first_seen for a new entry).
     changed_at: datetime
 
+    @property
+    def time(self) -> datetime:
+        """When the story happened, as digests order, group and show it: published,
+        else updated, else first seen.
+
+        Not the ``updated`` of a republished Atom entry (``feeds.entry_updated``), which
+        prefers the source's ``updated`` and feedsvc's own change time so that feed
+        readers notice an edit.
+        """
+        return self.data.published or self.data.updated or self.first_seen
+
 
 @dataclass(frozen=True)
 class Match:
