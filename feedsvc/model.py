@@ -134,9 +134,11 @@ class StoredEntry:
         """When the story happened, as digests order, group and show it: published,
         else updated, else first seen.
 
-        Not the ``updated`` of a republished Atom entry (``feeds.entry_updated``), which
-        prefers the source's ``updated`` and feedsvc's own change time so that feed
-        readers notice an edit.
+        Two other times are different on purpose: the ``updated`` of a republished Atom
+        entry (``feeds.entry_updated``) prefers the source's ``updated`` and feedsvc's
+        own change time, so that feed readers notice an edit; and the time a digest
+        shows beside a story (``render``) is its publication, else first sight, since an
+        edit time is not shown as the time a story appeared.
         """
         return self.data.published or self.data.updated or self.first_seen
 

@@ -73,7 +73,7 @@ class StoryKey:
     source: str
     also_in: tuple[str, ...]
     terms: tuple[str, ...]
-    #: The entry's time (``StoredEntry.time``): published, else updated, else first seen.
+    #: Publication time, else the time feedsvc first saw the story.
     published: datetime
 
 
@@ -85,7 +85,7 @@ class EntryView:
     link: str | None
     source: str
     also_in: tuple[str, ...]
-    #: The entry's time (``StoredEntry.time``) in the subscriber's zone.
+    #: Publication time (first-seen time when the feed gives none) in the subscriber's zone.
     published: datetime
     snippet: tuple[Segment, ...]
     terms: tuple[str, ...]
@@ -220,7 +220,7 @@ class _StoryCollector:
             source=source,
             also_in=item.also_in,
             terms=item.match.terms,
-            published=stored.time,
+            published=stored.data.published or stored.first_seen,
         )
 
 
