@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -21,6 +21,7 @@ from typing import Never
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from starlette.applications import Starlette
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -186,9 +187,16 @@ def service_secret(config: Config) -> str:
 
 @contextlib.asynccontextmanager
 async def open_services(
-    loaded: LoadedConfig, *, parse_in_processes: bool, index: MatchIndex | None = None
+    loaded: LoadedConfig,
+    *,
+    parse_in_processes: bool,
+    index: MatchIndex | None = None,
+    on_feeds_changed: Callable[[set[str]], None] = lambda names: None,
 ) -> AsyncIterator[Services]:
-    """Build every part from the config, yield them, and close them in reverse order."""
+    """Build every part from the config, yield them, and close them in reverse order.
+
+    ``on_feeds_changed`` is told the subscriptions whose feeds a poll changed.
+    """
     config = loaded.config
     index = index or build_index(loaded)
     storage = open_storage(config.database)
@@ -207,6 +215,7 @@ async def open_services(
                     mailer=mailer,
                     secret=service_secret(config),
                     owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+                    on_feeds_changed=on_feeds_changed,
                     parse_pool=pool,
                 )
                 await pipeline.sync_config(svc, _now())
@@ -257,7 +266,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(loaded: LoadedConfig, index: MatchIndex) -> None:
-    async with open_services(loaded, parse_in_processes=True, index=index) as svc:
+    # The app needs the storage that open_services opens, so it is built after the
+    # services; no poll runs before serve(), when the app exists.
+    app: Starlette | None = None
+
+    def feeds_changed(names: set[str]) -> None:
+        if app is not None:
+            invalidate_feeds(app, names)
+
+    async with open_services(
+        loaded, parse_in_processes=True, index=index, on_feeds_changed=feeds_changed
+    ) as svc:
         app = create_app(
             WebContext(
                 config=svc.config,
@@ -267,7 +286,6 @@ async def _run(loaded: LoadedConfig, index: MatchIndex) -> None:
                 websub_hub=svc.config.http.websub_hub,
             )
         )
-        svc.on_feeds_changed = lambda names: invalidate_feeds(app, names)
         host, port = svc.config.http.host_port
         await scheduler.serve(svc, app, host, port)
 

@@ -129,6 +129,19 @@ class StoredEntry:
     #: When the stored content last changed (equals first_seen for a new entry).
     changed_at: datetime
 
+    @property
+    def time(self) -> datetime:
+        """When the story happened, as digests order, group and show it: published,
+        else updated, else first seen.
+
+        Two other times are different on purpose: the ``updated`` of a republished Atom
+        entry (``feeds.entry_updated``) prefers the source's ``updated`` and feedsvc's
+        own change time, so that feed readers notice an edit; and the time a digest
+        shows beside a story (``render``) is its publication, else first sight, since an
+        edit time is not shown as the time a story appeared.
+        """
+        return self.data.published or self.data.updated or self.first_seen
+
 
 @dataclass(frozen=True)
 class Match:

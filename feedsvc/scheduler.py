@@ -1,8 +1,9 @@
 """The running service: an in-memory APScheduler with tick jobs beside the HTTP server.
 
 Each node ticks on its own; the ticks claim work from the database with leases, so
-several nodes never poll one source or send one digest twice (STYLE.md §6: APScheduler
-3.x job stores are never shared between processes).
+several nodes never poll one source or send one digest twice. The scheduler keeps its
+jobs in memory: APScheduler 3.x job stores must never be shared between processes, so
+the database, not the scheduler, decides who does what (see docs/architecture.md).
 """
 
 from __future__ import annotations

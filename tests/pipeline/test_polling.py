@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
@@ -16,9 +17,9 @@ from typing import Any
 import pytest
 
 from feedsvc import cli, pipeline
-from feedsvc.config import FetchConfig
 from feedsvc.model import SourceForUpdate, SourceStatus
-from feedsvc.pipeline import Services, interleave_hosts, observe_new_entries, poll_interval
+from feedsvc.pipeline import Services
+from feedsvc.pipeline.poll import interleave_hosts
 
 from .conftest import (
     T0_RFC822,
@@ -31,7 +32,6 @@ from .conftest import (
     slow,
 )
 
-BOUNDS = FetchConfig(min_every=timedelta(minutes=5), max_every=timedelta(hours=12))
 EVERY = timedelta(minutes=10)
 
 
@@ -43,54 +43,7 @@ def one_source(site: ScriptedServer, path: str = "/feed", every: str = "10m") ->
     return f'- {{name: news, url: "{site.url(path)}", every: {every}}}\n'
 
 
-# -- the interval rules, alone ---------------------------------------------------------
-
-
-def test_the_gap_divides_the_time_since_the_last_new_entries_by_their_number() -> None:
-    t0 = datetime(2026, 11, 26, 8, tzinfo=UTC)
-    first = SourceForUpdate("news", "http://x/")
-    assert observe_new_entries(first, t0, 50) == (t0, None)  # everything is new at first
-    seen = SourceForUpdate("news", "http://x/", last_new_at=t0)
-    assert observe_new_entries(seen, t0 + EVERY, 5) == (t0 + EVERY, timedelta(minutes=2))
-    averaged = SourceForUpdate("news", "http://x/", last_new_at=t0, publish_gap=EVERY)
-    _, gap = observe_new_entries(averaged, t0 + timedelta(minutes=20), 1)
-    assert gap == EVERY * 0.7 + timedelta(minutes=20) * 0.3
-    assert observe_new_entries(averaged, t0 + EVERY, 0) == (t0, EVERY)
-
-
-@pytest.mark.parametrize(
-    ("gap", "silence", "hints", "expected"),
-    [
-        pytest.param(None, None, (), EVERY, id="unknown rhythm: every"),
-        pytest.param(timedelta(minutes=1), None, (), timedelta(minutes=5), id="busy: min"),
-        pytest.param(timedelta(minutes=30), timedelta(0), (), timedelta(minutes=30), id="gap"),
-        pytest.param(
-            timedelta(minutes=30), timedelta(hours=4), (), timedelta(hours=2), id="quiet: slower"
-        ),
-        pytest.param(timedelta(days=3), None, (), timedelta(hours=12), id="very quiet: max"),
-        pytest.param(
-            timedelta(minutes=1), None, (timedelta(hours=1),), timedelta(hours=1), id="ttl floor"
-        ),
-        pytest.param(None, None, (timedelta(days=365), None), timedelta(hours=12), id="ttl capped"),
-    ],
-)
-def test_poll_interval(
-    gap: timedelta | None,
-    silence: timedelta | None,
-    hints: tuple[timedelta | None, ...],
-    expected: timedelta,
-) -> None:
-    now = datetime(2026, 11, 26, 8, tzinfo=UTC)
-    last_new_at = None if silence is None else now - silence
-    assert poll_interval(EVERY, BOUNDS, gap, last_new_at, now, hints) == expected
-
-
-def test_an_every_outside_the_bounds_widens_them_for_that_source() -> None:
-    now = datetime(2026, 11, 26, 8, tzinfo=UTC)
-    assert poll_interval(timedelta(seconds=30), BOUNDS, None, None, now, ()) == timedelta(
-        seconds=30
-    )
-    assert poll_interval(timedelta(days=2), BOUNDS, None, None, now, ()) == timedelta(days=2)
+# -- the order of a cycle ---------------------------------------------------------------
 
 
 def test_sources_start_round_robin_over_hosts() -> None:
@@ -325,8 +278,8 @@ async def test_bodies_waiting_for_the_parse_pool_are_bounded(
         sources += f'- {{name: s{n}, url: "{site.url(f"/f{n}")}"}}\n'
     pool = CountingPool()
     async with open_pipeline(sources, "concurrency: 30\nper_host: 30\nmax_pending: 3\n") as svc:
-        svc.parse_pool = pool
-        reports = await pipeline.update_due_sources(svc, datetime.now(UTC))
+        counted = dataclasses.replace(svc, parse_pool=pool)
+        reports = await pipeline.update_due_sources(counted, datetime.now(UTC))
     pool.shutdown()
     assert [r.status for r in reports] == ["ok"] * 30
     assert [r.source for r in reports] == sorted(f"s{n}" for n in range(30))  # claim order

@@ -1,4 +1,5 @@
-"""Digest windows from schedules (across DST changes) and the polling back-off."""
+"""The time rules, alone: digest windows from schedules (across DST changes), the polling
+interval, and the back-off of sources and of the outbox."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from feedsvc.pipeline import backoff_delay, digest_message_id, latest_fire_time
-from feedsvc.schedule import schedule_trigger
+from feedsvc.digest import digest_message_id
+from feedsvc.model import SourceForUpdate
+from feedsvc.schedule import (
+    backoff_delay,
+    latest_fire_time,
+    observe_new_entries,
+    outbox_retry_delay,
+    poll_interval,
+    schedule_trigger,
+)
 
 LONDON = ZoneInfo("Europe/London")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+EVERY = timedelta(minutes=10)
+BOUNDS = {"min_every": timedelta(minutes=5), "max_every": timedelta(hours=12)}
 
 
 def local(tz: ZoneInfo, *args: int) -> datetime:
@@ -89,14 +100,57 @@ def test_a_window_is_the_same_on_every_node_and_restart() -> None:
     )
 
 
-def test_message_ids_differ_per_window_and_subscriber() -> None:
-    t = datetime(2026, 11, 26, tzinfo=UTC)
-    ids = {
-        digest_message_id("a@example.com", t, "n@news.example"),
-        digest_message_id("b@example.com", t, "n@news.example"),
-        digest_message_id("a@example.com", t + timedelta(days=1), "n@news.example"),
-    }
-    assert len(ids) == 3 and all(i.endswith("@news.example>") for i in ids)
+# -- the polling interval --------------------------------------------------------------
+
+
+def test_the_gap_divides_the_time_since_the_last_new_entries_by_their_number() -> None:
+    t0 = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    first = SourceForUpdate("news", "http://x/")
+    assert observe_new_entries(first, t0, 50) == (t0, None)  # everything is new at first
+    seen = SourceForUpdate("news", "http://x/", last_new_at=t0)
+    assert observe_new_entries(seen, t0 + EVERY, 5) == (t0 + EVERY, timedelta(minutes=2))
+    averaged = SourceForUpdate("news", "http://x/", last_new_at=t0, publish_gap=EVERY)
+    _, gap = observe_new_entries(averaged, t0 + timedelta(minutes=20), 1)
+    assert gap == EVERY * 0.7 + timedelta(minutes=20) * 0.3
+    assert observe_new_entries(averaged, t0 + EVERY, 0) == (t0, EVERY)
+
+
+@pytest.mark.parametrize(
+    ("gap", "silence", "hints", "expected"),
+    [
+        pytest.param(None, None, (), EVERY, id="unknown rhythm: every"),
+        pytest.param(timedelta(minutes=1), None, (), timedelta(minutes=5), id="busy: min"),
+        pytest.param(timedelta(minutes=30), timedelta(0), (), timedelta(minutes=30), id="gap"),
+        pytest.param(
+            timedelta(minutes=30), timedelta(hours=4), (), timedelta(hours=2), id="quiet: slower"
+        ),
+        pytest.param(timedelta(days=3), None, (), timedelta(hours=12), id="very quiet: max"),
+        pytest.param(
+            timedelta(minutes=1), None, (timedelta(hours=1),), timedelta(hours=1), id="ttl floor"
+        ),
+        pytest.param(None, None, (timedelta(days=365), None), timedelta(hours=12), id="ttl capped"),
+    ],
+)
+def test_poll_interval(
+    gap: timedelta | None,
+    silence: timedelta | None,
+    hints: tuple[timedelta | None, ...],
+    expected: timedelta,
+) -> None:
+    now = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    last_new_at = None if silence is None else now - silence
+    assert poll_interval(EVERY, gap, last_new_at, now, hints, **BOUNDS) == expected
+
+
+def test_an_every_outside_the_bounds_widens_them_for_that_source() -> None:
+    now = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    assert poll_interval(timedelta(seconds=30), None, None, now, (), **BOUNDS) == timedelta(
+        seconds=30
+    )
+    assert poll_interval(timedelta(days=2), None, None, now, (), **BOUNDS) == timedelta(days=2)
+
+
+# -- back-off ---------------------------------------------------------------------------
 
 
 def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
@@ -113,3 +167,36 @@ def test_retry_after_wins_when_longer_and_is_capped() -> None:
     every, cap = timedelta(minutes=1), timedelta(hours=1)
     assert backoff_delay(every, 1, cap, retry_after=600) == timedelta(seconds=600)
     assert backoff_delay(every, 1, cap, retry_after=10**9) == cap
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected"),
+    [
+        (1, timedelta(minutes=10)),
+        (2, timedelta(minutes=20)),
+        (4, timedelta(minutes=80)),
+        (5, timedelta(hours=2)),
+        (1_000, timedelta(hours=2)),
+    ],
+)
+def test_backoff_without_jitter_doubles_from_the_interval_up_to_the_cap(
+    failures: int, expected: timedelta
+) -> None:
+    assert backoff_delay(EVERY, failures, timedelta(hours=2), jitter=0.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("attempts", "expected"),
+    [
+        (1, timedelta(minutes=1)),
+        (2, timedelta(minutes=2)),
+        (3, timedelta(minutes=4)),
+        (9, timedelta(minutes=256)),
+        (10, timedelta(hours=6)),
+        (100, timedelta(hours=6)),
+    ],
+)
+def test_an_outbox_retry_waits_a_minute_doubling_up_to_six_hours(
+    attempts: int, expected: timedelta
+) -> None:
+    assert outbox_retry_delay(attempts) == expected
