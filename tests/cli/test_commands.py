@@ -1,4 +1,4 @@
-"""The command-line contracts of DESIGN.md: check, match, poll, status."""
+"""The command-line contracts (docs/architecture.md): check, match, poll, status, digest."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import feedparser
 import pytest
 
-from feedsvc.cli import main, opened_storage
+from feedsvc.cli import main
+from feedsvc.cli.compose import opened_storage
 from feedsvc.config import load_config
 from feedsvc.match import normalize
 from feedsvc.schedule import schedule_trigger
