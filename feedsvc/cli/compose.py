@@ -9,7 +9,7 @@ import multiprocessing
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,17 +80,58 @@ def service_secret(config: Config) -> str:
     return path.read_text(encoding="ascii").strip()
 
 
+#: Told the names of subscriptions whose feeds a poll changed (the web app's cache).
+FeedsChanged = Callable[[set[str]], None]
+
+
+def _nobody_listens(names: set[str]) -> None:
+    """No web app runs beside the one-shot commands."""
+
+
 @contextlib.asynccontextmanager
 async def open_services(
-    loaded: LoadedConfig, *, parse_in_processes: bool, index: MatchIndex | None = None
+    loaded: LoadedConfig,
+    *,
+    parse_in_processes: bool,
+    index: MatchIndex | None = None,
+    on_feeds_changed: FeedsChanged = _nobody_listens,
+    read_only: bool = False,
 ) -> AsyncIterator[Services]:
-    """Build every part from the config, yield them, and close them in reverse order."""
-    config = loaded.config
+    """Build every part from the config, yield them, and close them in reverse order.
+
+    ``read_only``: neither migrate the database nor sync the config into it (the
+    commands that only look: ``status``, ``digest --preview``).
+    """
     index = index or build_index(loaded)
-    storage = open_storage(config.database)
+    async with (
+        opened_storage(loaded.config, read_only=read_only) as storage,
+        open_services_on(
+            storage,
+            loaded,
+            parse_in_processes=parse_in_processes,
+            index=index,
+            on_feeds_changed=on_feeds_changed,
+            read_only=read_only,
+        ) as svc,
+    ):
+        yield svc
+
+
+@contextlib.asynccontextmanager
+async def open_services_on(
+    storage: Storage,
+    loaded: LoadedConfig,
+    *,
+    parse_in_processes: bool,
+    index: MatchIndex,
+    on_feeds_changed: FeedsChanged = _nobody_listens,
+    read_only: bool = False,
+) -> AsyncIterator[Services]:
+    """:func:`open_services` over a storage the caller opened (and closes), for a web
+    app that shares it and must exist before the services that tell it of changes."""
+    config = loaded.config
     pool = _parse_pool(index) if parse_in_processes else None
     try:
-        await storage.migrate()
         mailer = open_mailer(config.mail, base_dir=Path.cwd())
         try:
             async with Fetcher(config.fetch) as fetcher:
@@ -104,15 +145,16 @@ async def open_services(
                     secret=service_secret(config),
                     owner=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
                     parse_pool=pool,
+                    on_feeds_changed=on_feeds_changed,
                 )
-                await pipeline.sync_config(svc, now())
+                if not read_only:
+                    await pipeline.sync_config(svc, now())
                 yield svc
         finally:
             await mailer.close()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-        await storage.close()
 
 
 def _parse_pool(index: MatchIndex) -> ProcessPoolExecutor:
@@ -131,11 +173,12 @@ def _parse_pool(index: MatchIndex) -> ProcessPoolExecutor:
 
 
 @contextlib.asynccontextmanager
-async def opened_storage(config: Config) -> AsyncIterator[Storage]:
-    """The configured database, migrated, closed on exit."""
+async def opened_storage(config: Config, *, read_only: bool = False) -> AsyncIterator[Storage]:
+    """The configured database, migrated unless ``read_only``, closed on exit."""
     storage = open_storage(config.database)
     try:
-        await storage.migrate()
+        if not read_only:
+            await storage.migrate()
         yield storage
     finally:
         await storage.close()

@@ -43,7 +43,8 @@ async def _send_due(loaded: LoadedConfig, index: MatchIndex, at: datetime) -> pi
 async def _preview(
     loaded: LoadedConfig, index: MatchIndex, email: str, at: datetime, out: Path | None
 ) -> int:
-    async with open_services(loaded, parse_in_processes=False, index=index) as svc:
+    services = open_services(loaded, parse_in_processes=False, index=index, read_only=True)
+    async with services as svc:
         try:
             rendered = await pipeline.preview_digest(svc, email, at)
         except KeyError as e:

@@ -26,7 +26,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 async def _state(config: Config) -> ServiceState:
-    async with opened_storage(config) as storage:
+    async with opened_storage(config, read_only=True) as storage:
         return ServiceState(
             await storage.source_statuses(),
             await storage.outbox_counts(),
