@@ -1,4 +1,4 @@
-"""The command-line contracts of DESIGN.md: check, match, poll, status."""
+"""The command-line contracts (docs/architecture.md): check, match, poll, status, digest."""
 
 from __future__ import annotations
 
@@ -12,31 +12,14 @@ from pathlib import Path
 import feedparser
 import pytest
 
-from feedsvc.cli import main, opened_storage
+from feedsvc.cli import main
+from feedsvc.cli.compose import opened_storage
 from feedsvc.config import load_config
 from feedsvc.match import normalize
 from feedsvc.schedule import schedule_trigger
 from feedsvc.store import SubscriberSpec
+from tests.cli.sample_config import good_config
 from tests.e2e.servers import CORPUS, FeedServer, write_config
-
-GOOD = """\
-database: sqlite:///{db}
-secret: s3cret
-sources:
-  - {{name: finews, url: "file:{feed}"}}
-subscriptions:
-  - {{name: hk, keywords: [港股]}}
-subscribers:
-  - {{email: reader@example.com, subscriptions: [hk]}}
-fetch: {{file_root: "{root}"}}
-"""
-
-
-def good_config(tmp_path: Path) -> Path:
-    return write_config(
-        tmp_path / "ok.yaml",
-        GOOD.format(db=tmp_path / "f.db", feed=CORPUS / "all.xml", root=CORPUS),
-    )
 
 
 def test_check_accepts_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

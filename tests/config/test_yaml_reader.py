@@ -1,27 +1,12 @@
-"""Loading the config: environment, secret files, YAML aliases and merge keys, hostile YAML."""
+"""Reading the config's YAML: environment, secret files, aliases and merge keys, hostile YAML."""
 
 from __future__ import annotations
 
-import textwrap
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from feedsvc.config import load_config
-from feedsvc.errors import ConfigError
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "feedsvc.yaml"
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
-def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
-    with pytest.raises(ConfigError) as error:
-        load_config(path, environ=environ or {})
-    return error.value.problems
+from tests.config.config_files import problems_of, write
 
 
 def test_env_references_and_secret_files_are_resolved(tmp_path: Path) -> None:
@@ -98,23 +83,3 @@ def test_a_recursive_alias_is_reported_not_followed(tmp_path: Path) -> None:
     path = write(tmp_path, "sources: &loop\n  - *loop\n")
     # PyYAML gives an alias the anchored node itself, so the position is the anchor's.
     assert f"{path}:1:10: recursive YAML alias" in problems_of(path)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("timezone: Mars/Olympus\n", ":1:11: timezone: unknown time zone 'Mars/Olympus'"),
-        ("http: {listen: localhost}\n", ":1:16: http.listen: listen must be HOST:PORT"),
-        ("fetch: {min_every: 2h, max_every: 1h}\n", ":1:8: fetch: min_every must not be"),
-        ("sources: [{name: a, url: 'http://e.com/', every: soon}]\n", "not a duration: 'soon'"),
-        ("subscribers: [{email: a@b.cn, subscriptions: [], digest: daily}]\n", "at least 1 item"),
-        ("subscriptions: [{name: s, query: x, keywords: [y]}]\n", "exactly one of query or"),
-        ("mail: {delivery: pigeon}\n", "delivery must be smtp, maildir:PATH or file:PATH"),
-        ("sources: [{name: a, url: 'http://e.com/', enabled: 'yes'}]\n", "valid boolean"),
-    ],
-)
-def test_bad_values_are_reported_with_their_position(
-    tmp_path: Path, text: str, expected: str
-) -> None:
-    path = write(tmp_path, text)
-    assert any(expected in p for p in problems_of(path)), problems_of(path)
