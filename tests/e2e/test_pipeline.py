@@ -132,9 +132,8 @@ async def test_atom_feed_parses_cleanly_and_keeps_source_ids(
     atom = feedparser.parse((tmp_path / "out" / "hk.atom").read_bytes())
     assert atom.bozo == 0, atom.get("bozo_exception")
     source = feedparser.parse((CORPUS / "all.xml").read_bytes())
-    expected_ids = {
-        e.id for e in source.entries if e.link in corpus_entries_with(CORPUS / "all.xml", "港股")
-    }
+    matching_links = corpus_entries_with(CORPUS / "all.xml", "港股")
+    expected_ids = {e.id for e in source.entries if e.link in matching_links}
     assert {e.id for e in atom.entries} == expected_ids
     assert all(e.get("source", {}).get("title") for e in atom.entries)
 
