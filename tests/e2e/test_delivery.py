@@ -12,50 +12,55 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from feedsvc import pipeline
-from feedsvc.cli import open_services
+from feedsvc.cli import main, open_services
 from feedsvc.config import load_config
-from tests.e2e.servers import CORPUS, free_port, write_config
+from tests.e2e.servers import CORPUS, write_config
+from tests.servers import free_port
+from tests.servers.smtp import RecordingHandler, smtp_in_thread
 
 FEEDSVC = Path(sys.executable).with_name("feedsvc")
 
 
-class GatedHandler:
-    """An SMTP server handler that can refuse a recipient, or stop at a chosen point
-    (before the message, or after receiving it) until released."""
+class GatedHandler(RecordingHandler):
+    """The recording SMTP handler that can also stop at a chosen point (before the
+    message, or after receiving it) until released."""
 
     def __init__(self) -> None:
-        self.messages: list[bytes] = []
-        self.refuse: set[str] = set()
+        super().__init__()
+        # The reply the status command is expected to show for a refused recipient.
+        self.refuse_reply = "550 5.1.1 mailbox unavailable"
         self.hold_before_data = False
         self.hold_after_data = False
         self.reached = threading.Event()
         self.released = threading.Event()
-        self.on_data: list[object] = []
+        self.on_data: list[Callable[[], object]] = []
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
-        if address in self.refuse:
-            return "550 5.1.1 mailbox unavailable"
-        if self.hold_before_data:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.hold_before_data and address not in self.refuse:
             self.reached.set()
             await self._wait_for_release()
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
+        return await super().handle_RCPT(server, session, envelope, address, options)
 
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-        self.messages.append(envelope.original_content)
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
         if self.hold_after_data:
             for action in self.on_data:
-                action()  # type: ignore[operator]
+                action()
             self.reached.set()
-        return "250 OK"
+        return reply
+
+    def raw_messages(self) -> list[bytes]:
+        return [envelope.original_content for envelope in self.messages]
 
     async def _wait_for_release(self) -> None:
         while not self.released.is_set():
@@ -65,12 +70,9 @@ class GatedHandler:
 @pytest.fixture
 def gated_smtp() -> Iterator[tuple[GatedHandler, int]]:
     handler = GatedHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    handler.released.set()
-    controller.stop()
+    with smtp_in_thread(handler) as server:
+        yield handler, server.port
+        handler.released.set()
 
 
 def config_for(tmp_path: Path, smtp_port: int, emails: list[str]) -> Path:
@@ -112,15 +114,11 @@ async def test_digests_wait_out_an_smtp_outage_and_arrive_after_it(tmp_path: Pat
         assert await svc.storage.outbox_counts() == {"pending": 1, "sent": 0, "failed": 0}
 
         handler = GatedHandler()
-        controller = Controller(handler, hostname="127.0.0.1", port=port)
-        controller.start()
-        try:
+        with smtp_in_thread(handler, port):
             too_early = await pipeline.deliver_outbox(svc, now + timedelta(days=1, seconds=1))
             assert too_early == (0, 0), "a failed message waits for its retry time"
             up = await pipeline.send_due_digests(svc, now + timedelta(days=1, hours=1))
             assert (up.enqueued, up.sent, up.failed) == (0, 1, 0)
-        finally:
-            controller.stop()
     assert len(handler.messages) == 1
 
 
@@ -139,7 +137,7 @@ async def test_a_refused_recipient_does_not_hold_back_the_others(
         later = await pipeline.send_due_digests(svc, now + timedelta(days=2))
         assert (later.sent, later.failed) == (0, 0), "a permanent failure is not retried"
         assert await svc.storage.outbox_counts() == {"pending": 0, "sent": 2, "failed": 1}
-    recipients = {email.message_from_bytes(r)["To"] for r in handler.messages}
+    recipients = {email.message_from_bytes(r)["To"] for r in handler.raw_messages()}
     assert recipients == {"reader@example.com", "analyst@example.com"}
     status = await asyncio.create_subprocess_exec(
         FEEDSVC, "status", "-c", str(loaded.path), stdout=asyncio.subprocess.PIPE
@@ -148,8 +146,9 @@ async def test_a_refused_recipient_does_not_hold_back_the_others(
     assert "gone@example.com" in out and "550 5.1.1 mailbox unavailable" in out
 
 
-def run_feedsvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FEEDSVC, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+def send_due(config: Path, now: datetime) -> None:
+    """A run of ``feedsvc digest --send-due`` that is not to be killed: in this process."""
+    assert main(["digest", "-c", str(config), "--send-due", "--now", now.isoformat()]) == 0
 
 
 def start_digest(config: Path, now: datetime, cwd: Path) -> subprocess.Popen[str]:
@@ -172,8 +171,7 @@ def kill_when(reached: threading.Event, process: subprocess.Popen[str]) -> None:
 def polled(tmp_path: Path, gated_smtp: tuple[GatedHandler, int]) -> tuple[Path, datetime]:
     _, port = gated_smtp
     config = config_for(tmp_path, port, ["reader@example.com"])
-    poll = run_feedsvc("poll", "-c", str(config), cwd=tmp_path)
-    assert poll.returncode == 0, poll.stderr
+    assert main(["poll", "-c", str(config)]) == 0
     return config, datetime.now(UTC) + timedelta(days=1)
 
 
@@ -189,16 +187,11 @@ def test_killed_after_rendering_before_sending_delivers_exactly_once(
     handler.hold_before_data = False
     handler.released.set()
     # The killed run's lease on the message expires; then the restarted run may take it.
-    after_lease = (due + pipeline.LEASE + timedelta(seconds=1)).isoformat()
-    rerun = run_feedsvc(
-        "digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    after_lease = due + pipeline.LEASE + timedelta(seconds=1)
+    send_due(config, after_lease)
     assert len(handler.messages) == 1
-    again = run_feedsvc(
-        "digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path
-    )
-    assert again.returncode == 0 and len(handler.messages) == 1
+    send_due(config, after_lease)
+    assert len(handler.messages) == 1
 
 
 def test_killed_after_sending_before_marking_sent_resends_the_same_message(
@@ -223,14 +216,9 @@ def test_killed_after_sending_before_marking_sent_resends_the_same_message(
 
     handler.hold_after_data = False
     # The killed run's lease on the message expires; then the restarted run may take it.
-    after_lease = (due + pipeline.LEASE + timedelta(seconds=1)).isoformat()
-    rerun = run_feedsvc(
-        "digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    after_lease = due + pipeline.LEASE + timedelta(seconds=1)
+    send_due(config, after_lease)
     assert len(handler.messages) == 2
-    assert len(set(message_ids(handler.messages))) == 1
-    again = run_feedsvc(
-        "digest", "-c", str(config), "--send-due", "--now", after_lease, cwd=tmp_path
-    )
-    assert again.returncode == 0 and len(handler.messages) == 2
+    assert len(set(message_ids(handler.raw_messages()))) == 1
+    send_due(config, after_lease)
+    assert len(handler.messages) == 2

@@ -24,7 +24,9 @@ from feedsvc.config import load_config
 from feedsvc.model import SourceStatus
 from feedsvc.pipeline import Services
 from tests.e2e.servers import CORPUS, write_config
-from tests.fetch.hostile import FeedServer, network_guard, raw_server, server
+from tests.fetch.hostile import raw_server, server
+from tests.fetch.network_guard import network_guard
+from tests.servers.http import FeedServer
 
 __all__ = ["network_guard", "raw_server", "server"]  # fixtures used by this module
 

@@ -92,5 +92,5 @@ async def test_two_nodes_share_the_work_without_doing_any_twice(
         assert sum(r.sent for r in reports) == 5
         again = await pipeline.send_due_digests(two, due + timedelta(minutes=1))
         assert (again.enqueued, again.sent) == (0, 0)
-    recipients = sorted(to for _, [to], _ in smtp_server.handler.messages)
-    assert recipients == sorted(f"r{i}@example.com" for i in range(5))
+    recipients = sorted(message.rcpt_tos for message in smtp_server.handler.messages)
+    assert recipients == sorted([f"r{i}@example.com"] for i in range(5))

@@ -104,9 +104,10 @@ async def test_digest_over_smtp_has_chinese_subject_both_parts_and_exactly_the_m
         again = await pipeline.send_due_digests(svc, now + timedelta(days=1, minutes=1))
         assert (again.enqueued, again.sent) == (0, 0)
 
-    [(sender, recipients, raw)] = smtp_server.handler.messages
-    assert sender == "digest@news.example.com" and recipients == ["reader@example.com"]
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    [envelope] = smtp_server.handler.messages
+    assert envelope.mail_from == "digest@news.example.com"
+    assert envelope.rcpt_tos == ["reader@example.com"]
+    message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
     assert "港股" in message["Subject"] and "新能源" in message["Subject"]
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     text = message.get_body(("plain",)).get_content()
@@ -131,9 +132,8 @@ async def test_atom_feed_parses_cleanly_and_keeps_source_ids(
     atom = feedparser.parse((tmp_path / "out" / "hk.atom").read_bytes())
     assert atom.bozo == 0, atom.get("bozo_exception")
     source = feedparser.parse((CORPUS / "all.xml").read_bytes())
-    expected_ids = {
-        e.id for e in source.entries if e.link in corpus_entries_with(CORPUS / "all.xml", "港股")
-    }
+    matching_links = corpus_entries_with(CORPUS / "all.xml", "港股")
+    expected_ids = {e.id for e in source.entries if e.link in matching_links}
     assert {e.id for e in atom.entries} == expected_ids
     assert all(e.get("source", {}).get("title") for e in atom.entries)
 
@@ -159,8 +159,8 @@ async def test_a_story_sent_once_is_not_sent_again_when_another_source_brings_it
         second = await pipeline.send_due_digests(svc, now + timedelta(days=2))
     assert (first.sent, second.sent) == (1, 1), (first, second)
     day1, day2 = (
-        email.message_from_bytes(raw, policy=email.policy.default)
-        for _, _, raw in smtp_server.handler.messages
+        email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        for envelope in smtp_server.handler.messages
     )
     links1 = set(FINEWS_LINK.findall(day1.get_body(("plain",)).get_content()))
     links2 = set(FINEWS_LINK.findall(day2.get_body(("plain",)).get_content()))

@@ -12,7 +12,7 @@ from pathlib import Path
 import feedparser
 
 from feedsvc.cli import main
-from tests.e2e.servers import free_port
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FEEDSVC = Path(sys.executable).with_name("feedsvc")

@@ -1,17 +1,15 @@
-"""Hostile and well-behaved feed servers on 127.0.0.1; a guard that no packet leaves the host."""
+"""Hostile and well-behaved feeds, served by the tests' one HTTP server on 127.0.0.1, and
+fetchers with test-sized limits."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import ipaddress
 import socket
 import struct
-import sys
 import zlib
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -23,7 +21,16 @@ from aiohttp import web
 from feedsvc.config import FetchConfig
 from feedsvc.fetch import Fetcher
 from feedsvc.model import Fetched, NotModified, SourceForUpdate
-from tests.loopback import serving
+from tests.servers.http import (
+    FeedServer,
+    Handler,
+    failing,
+    feed,
+    redirect,
+    serve_feeds,
+    serve_raw,
+    slow,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CORPUS = DATA / "corpus"
@@ -31,83 +38,7 @@ FETCH_DATA = DATA / "fetch"
 #: Small limits keep every hostile case fast; the corpus feed (199 KB) fits the body cap.
 BODY_CAP = 512 * 1024
 TOTAL_TIMEOUT = 0.6
-
-# ---------------------------------------------------------------- network guard
-# An audit hook cannot be removed, so it is installed once and armed only while a test
-# of this directory runs; other test areas (e.g. PostgreSQL on another host) are unaffected.
-
-_guard = {"armed": False}
-_violations: list[str] = []
-
-
-def _numeric_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        pass
-    try:  # legacy spellings such as "2130706433" are numeric too: no DNS query
-        return ipaddress.ip_address(socket.inet_ntoa(socket.inet_aton(host)))
-    except OSError:
-        return None
-
-
-def _leaves_machine(event: str, args: tuple[Any, ...]) -> str | None:
-    """The host an audited socket event would reach off this machine, if any."""
-    if event == "socket.connect" and isinstance(args[1], tuple):
-        address = _numeric_address(str(args[1][0]))
-        return None if address is not None and address.is_loopback else str(args[1][0])
-    if event == "socket.getaddrinfo" and args[0] is not None:
-        host = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
-        # Only a name lookup sends a packet (to DNS); numbers are checked at connect.
-        return None if host == "localhost" or _numeric_address(host) else host
-    return None
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if not _guard["armed"]:
-        return
-    host = _leaves_machine(event, args)
-    if host is not None:
-        _violations.append(f"{event} to {host!r}")
-        raise RuntimeError(f"test tried to reach {host!r} off this machine ({event})")
-
-
-sys.addaudithook(_audit)
-
-
-@pytest.fixture
-def guard_violations() -> list[str]:
-    """The off-machine accesses the guard has blocked during this test."""
-    return _violations
-
-
-@pytest.fixture(autouse=True)
-def network_guard() -> Iterator[None]:
-    """Fail the test on any connect (or DNS lookup) that would leave the machine."""
-    _violations.clear()
-    _guard["armed"] = True
-    try:
-        yield
-    finally:
-        _guard["armed"] = False
-    assert not _violations, f"non-loopback network access: {_violations}"
-
-
-# ---------------------------------------------------------------- hostile server
-
-
-@dataclass
-class FeedServer:
-    """The in-process test server: its base URL and what it saw."""
-
-    port: int
-    hits: Counter[str] = field(default_factory=Counter)
-    request_headers: list[dict[str, str]] = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+ATOM = "application/atom+xml"
 
 
 @cache
@@ -122,107 +53,82 @@ def corpus_feed() -> bytes:
     return (CORPUS / "all.xml").read_bytes()
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+def _compressed(body: bytes) -> Handler:
+    raw_deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    half = len(body) // 2
+    encodings = {
+        "gzip": ("gzip", gzip.compress(body)),
+        # RFC 1952 allows several members; each inflates to the next part of the body.
+        "gzip-members": ("gzip", gzip.compress(body[:half]) + gzip.compress(body[half:])),
+        "deflate": ("deflate", zlib.compress(body)),
+        "raw-deflate": ("deflate", raw_deflate.compress(body) + raw_deflate.flush()),
+        "gzip-padded": ("gzip", gzip.compress(body) + bytes(512)),
+        "gzip-truncated": ("gzip", gzip.compress(body)[:-100]),
+    }
 
-
-def _routes(server: FeedServer) -> dict[str, Handler]:
-    feed = corpus_feed()
-
-    async def conditional(request: web.Request) -> web.StreamResponse:
-        headers = {
-            "ETag": '"v1"',
-            "Last-Modified": "Tue, 31 May 2022 10:03:41 GMT",
-            "Cache-Control": "public, max-age=600",
-        }
-        if request.headers.get("If-None-Match") == '"v1"':
-            return web.Response(status=304, headers=headers)
-        return web.Response(body=feed, content_type="application/atom+xml", headers=headers)
-
-    async def plain(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=feed, content_type="application/atom+xml")
-
-    async def wrong_type(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=feed, content_type="text/plain")
-
-    async def compressed(request: web.Request) -> web.StreamResponse:
-        raw_deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-        half = len(feed) // 2
-        encodings = {
-            "gzip": ("gzip", gzip.compress(feed)),
-            # RFC 1952 allows several members; each inflates to the next part of the body.
-            "gzip-members": ("gzip", gzip.compress(feed[:half]) + gzip.compress(feed[half:])),
-            "deflate": ("deflate", zlib.compress(feed)),
-            "raw-deflate": ("deflate", raw_deflate.compress(feed) + raw_deflate.flush()),
-            "gzip-padded": ("gzip", gzip.compress(feed) + bytes(512)),
-            "gzip-truncated": ("gzip", gzip.compress(feed)[:-100]),
-        }
-        encoding, body = encodings[request.match_info["kind"]]
+    async def handler(request: web.Request) -> web.StreamResponse:
+        encoding, compressed = encodings[request.match_info["kind"]]
         return web.Response(
-            body=body,
-            headers={"Content-Encoding": encoding, "Content-Type": "application/atom+xml"},
+            body=compressed, headers={"Content-Encoding": encoding, "Content-Type": ATOM}
         )
 
-    async def gb18030(request: web.Request) -> web.StreamResponse:
-        body = (CORPUS / "rss2" / "all.gb18030.xml").read_bytes()
-        return web.Response(body=body, headers={"Content-Type": "application/rss+xml"})
+    return handler
 
-    async def data_file(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        charset = request.query.get("charset")
-        content_type = "application/xml" + (f"; charset={charset}" if charset else "")
-        return web.Response(
-            body=(FETCH_DATA / name).read_bytes(), headers={"Content-Type": content_type}
-        )
 
-    async def trickle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/xml"})
-        await response.prepare(request)
-        for _ in range(1000):  # one byte every 50 ms: 50 s if nobody cuts it off
-            await response.write(b"<")
-            await asyncio.sleep(0.05)
-        return response
+async def _data_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    charset = request.query.get("charset")
+    content_type = "application/xml" + (f"; charset={charset}" if charset else "")
+    return web.Response(
+        body=(FETCH_DATA / name).read_bytes(), headers={"Content-Type": content_type}
+    )
 
-    def redirect(status: int, target: str) -> Handler:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return web.Response(status=status, headers={"Location": target})
 
-        return handler
+async def _trickle(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/xml"})
+    await response.prepare(request)
+    for _ in range(1000):  # one byte every 50 ms: 50 s if nobody cuts it off
+        await response.write(b"<")
+        await asyncio.sleep(0.05)
+    return response
 
-    async def redirect_to(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=302, headers={"Location": request.query["to"]})
 
-    async def chain(request: web.Request) -> web.StreamResponse:
-        left = int(request.match_info["n"])
-        target = f"/chain/{left - 1}" if left > 0 else "/feed"
-        return web.Response(status=302, headers={"Location": target})
+async def _redirect_to(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=302, headers={"Location": request.query["to"]})
 
-    def status(code: int, **headers: str) -> Handler:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return web.Response(status=code, text="no", headers=headers)
 
-        return handler
+async def _chain(request: web.Request) -> web.StreamResponse:
+    left = int(request.match_info["n"])
+    target = f"/chain/{left - 1}" if left > 0 else "/feed"
+    return web.Response(status=302, headers={"Location": target})
 
-    async def bomb(request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            body=gzip_bomb(),
-            headers={"Content-Encoding": "gzip", "Content-Type": "application/xml"},
-        )
 
-    async def huge(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/xml"})
-        if "declared" in request.query:
-            response.content_length = 50 * 1024 * 1024
-        await response.prepare(request)
-        chunk = b"x" * (1024 * 1024)
-        for _ in range(50):  # 50 MB unless the client hangs up first
-            await response.write(chunk)
-        return response
+async def _bomb(request: web.Request) -> web.StreamResponse:
+    return web.Response(
+        body=gzip_bomb(),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/xml"},
+    )
 
-    async def reset(request: web.Request) -> web.StreamResponse:
+
+async def _huge(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/xml"})
+    if "declared" in request.query:
+        response.content_length = 50 * 1024 * 1024
+    await response.prepare(request)
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(50):  # 50 MB unless the client hangs up first
+        await response.write(chunk)
+    return response
+
+
+def _reset_after(head: bytes) -> Handler:
+    """Promises 100,000 bytes, sends ``head``, then resets the connection."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/xml"})
         response.content_length = 100_000
         await response.prepare(request)
-        await response.write(feed[:1000])
+        await response.write(head)
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:  # SO_LINGER 0: close with a TCP RST, not a FIN
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -230,109 +136,75 @@ def _routes(server: FeedServer) -> dict[str, Handler]:
         request.transport.abort()
         return response
 
-    async def hold(request: web.Request) -> web.StreamResponse:
-        server.in_flight += 1
-        server.max_in_flight = max(server.max_in_flight, server.in_flight)
-        try:
-            await asyncio.sleep(0.05)  # the server is slow; overlapping requests would pile up
-        finally:
-            server.in_flight -= 1
-        return web.Response(body=feed, content_type="application/atom+xml")
+    return handler
 
-    async def to_page(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=(FETCH_DATA / "page.html").read_bytes(), content_type="text/html")
 
+def hostile_routes() -> dict[str, Handler]:
+    """Every behaviour the fetch tests meet, by path."""
+    body = corpus_feed()
+    validators = {
+        "Last-Modified": "Tue, 31 May 2022 10:03:41 GMT",
+        "Cache-Control": "public, max-age=600",
+    }
+    retry_later = {
+        "Retry-After": "Thu, 26 Nov 2026 12:05:00 GMT",
+        "Date": "Thu, 26 Nov 2026 12:00:00 GMT",
+    }
     return {
-        "/feed": conditional,
-        "/plain": plain,
-        "/wrong-type": wrong_type,
-        "/compressed/{kind}": compressed,
-        "/gb18030": gb18030,
-        "/data/{name}": data_file,
-        "/trickle": trickle,
+        "/feed": feed(body, etag='"v1"', content_type=ATOM, **validators),
+        "/plain": feed(body, content_type=ATOM),
+        "/wrong-type": feed(body, content_type="text/plain"),
+        "/compressed/{kind}": _compressed(body),
+        "/gb18030": feed((CORPUS / "rss2" / "all.gb18030.xml").read_bytes()),
+        "/data/{name}": _data_file,
+        "/trickle": _trickle,
         "/loop/a": redirect(302, "/loop/b"),
         "/loop/b": redirect(302, "/loop/a"),
-        "/chain/{n}": chain,
-        "/redirect": redirect_to,
+        "/chain/{n}": _chain,
+        "/redirect": _redirect_to,
         "/moved": redirect(301, "/moved-again"),
         "/moved-again": redirect(308, "/plain"),
         "/found": redirect(302, "/plain"),
         "/moved-then-found": redirect(301, "/found"),
-        "/no-location": status(302),
-        "/gone": status(410),
-        "/ratelimited": status(429, **{"Retry-After": "120"}),
-        "/unavailable": status(
-            503,
-            **{
-                "Retry-After": "Thu, 26 Nov 2026 12:05:00 GMT",
-                "Date": "Thu, 26 Nov 2026 12:00:00 GMT",
-            },
-        ),
-        "/server-error": status(500),
+        "/no-location": failing(302),
+        "/gone": failing(410),
+        "/ratelimited": failing(429, **{"Retry-After": "120"}),
+        "/unavailable": failing(503, **retry_later),
+        "/server-error": failing(500),
         "/metadata": redirect(302, "http://169.254.169.254/latest/meta-data/"),
         "/to-ftp": redirect(302, "ftp://127.0.0.1/feed.xml"),
-        "/bomb": bomb,
-        "/huge": huge,
-        "/reset": reset,
-        "/hold": hold,
-        "/page": to_page,
+        "/bomb": _bomb,
+        "/huge": _huge,
+        "/reset": _reset_after(body[:1000]),
+        # A slow server: overlapping requests would pile up (counted by the server).
+        "/hold": slow(body, 0.05),
+        "/page": feed((FETCH_DATA / "page.html").read_bytes(), content_type="text/html"),
     }
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[FeedServer]:
     """The hostile feed server on 127.0.0.1 (a fresh port per test)."""
-    app = web.Application()
-    state = FeedServer(port=0)
-
-    @web.middleware
-    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-        state.hits[request.path] += 1
-        state.request_headers.append(dict(request.headers))
-        return await handler(request)
-
-    app.middlewares.append(record)
-    for path, handler in _routes(state).items():
-        app.router.add_get(path, handler)
-    async with serving(app) as state.port:
-        yield state
+    async with serve_feeds(hostile_routes()) as running:
+        yield running
 
 
 @pytest.fixture
 async def other_server() -> AsyncIterator[FeedServer]:
     """A second loopback server that no test config allows: it must never be hit."""
-    app = web.Application()
-    state = FeedServer(port=0)
-
-    async def anything(request: web.Request) -> web.StreamResponse:
-        state.hits[request.path] += 1
-        return web.Response(body=corpus_feed(), content_type="application/atom+xml")
-
-    app.router.add_get("/{tail:.*}", anything)
-    async with serving(app) as state.port:
-        yield state
+    async with serve_feeds({"/feed.xml": feed(corpus_feed(), content_type=ATOM)}) as running:
+        yield running
 
 
 @pytest.fixture
 async def raw_server() -> AsyncIterator[Callable[[bytes], Awaitable[str]]]:
-    """Serves one fixed byte string (headers and body as written) to every connection."""
-    servers: list[asyncio.Server] = []
+    """``await raw_server(reply)``: a server answering ``reply`` as written; its address."""
+    async with AsyncExitStack() as servers:
 
-    async def serve(reply: bytes) -> str:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(reply)
-            await writer.drain()
-            writer.close()
+        async def serve(reply: bytes) -> str:
+            return await servers.enter_async_context(serve_raw(reply))
 
-        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-        servers.append(srv)
-        return f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
-
-    yield serve
-    for srv in servers:
-        srv.close()
-        await srv.wait_closed()
+        yield serve
 
 
 def _fetch_config(*allow: str, **overrides: Any) -> FetchConfig:

@@ -10,18 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mail_support import (
-    REPO,
-    JobSpec,
-    RecordingHandler,
-    SmtpServer,
-    load_corpus,
-    make_job,
-    start_smtp,
-)
+from mail_support import REPO, JobSpec, load_corpus, make_job
 
 from feedsvc.model import DigestJob, StoredEntry
 from feedsvc.render import DigestRenderer
+from tests.servers.smtp import SmtpServer, start_smtp
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +34,6 @@ def job_for(corpus: list[StoredEntry]) -> Callable[[JobSpec], DigestJob]:
 
 @pytest.fixture
 async def smtp() -> AsyncIterator[SmtpServer]:
-    server = await start_smtp(RecordingHandler())
+    server = await start_smtp()
     yield server
     await server.stop()

@@ -5,25 +5,22 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import socket
+import ssl
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from mail_support import (
-    RecordingHandler,
-    SmtpServer,
-    authenticator,
-    client_tls_context,
-    server_tls_context,
-    start_smtp,
-)
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from mail_support import MAIL_DATA
 from pydantic import SecretStr
 
 from feedsvc.config import MailConfig, SmtpConfig
 from feedsvc.errors import NotifyError
 from feedsvc.mail import RateLimiter, SmtpMailer, build_message, open_mailer
 from feedsvc.render import RenderedDigest
+from tests.servers import free_port
+from tests.servers.smtp import RecordingHandler, SmtpServer, start_smtp
 
 SENDER = "news@example.com"
 FAST = 1_000_000.0  # messages/s: the rate limit out of the way
@@ -63,10 +60,21 @@ async def mailer(smtp: SmtpServer) -> AsyncIterator[SmtpMailer]:
     await mailer.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def server_tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(MAIL_DATA / "localhost.pem", MAIL_DATA / "localhost.key")
+    return context
+
+
+def client_tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(MAIL_DATA / "localhost.pem"))
+
+
+def authenticator(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and auth_data == LoginPassword(b"news", b"s3cret")
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535
 
 
 async def test_messages_share_connections_and_arrive_intact(

@@ -1,53 +1,27 @@
-"""Fixtures of the polling tests: a scripted feed server on 127.0.0.1 and real services
+"""Fixtures of the polling tests: the tests' feed server on 127.0.0.1 and real services
 (config file, SQLite store, fetcher, matcher) built the way ``feedsvc`` builds them."""
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
-from aiohttp import web
 
 from feedsvc.cli import open_services
 from feedsvc.config import load_config
 from feedsvc.pipeline import Services
-from tests.loopback import serving
+from tests.servers.http import FeedServer, failing, feed, redirect, serve_feeds, slow
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The scripted behaviours this folder's tests put on the server.
+__all__ = ["failing", "feed", "redirect", "slow"]
+
 T0_RFC822 = "Thu, 26 Nov 2026 08:00:00 GMT"
-
-
-@dataclass
-class ScriptedServer:
-    """Serves whatever handler a test puts under a path; counts hits and overlap."""
-
-    port: int = 0
-    routes: dict[str, Handler] = field(default_factory=dict)
-    hits: Counter[str] = field(default_factory=Counter)
-    in_flight: int = 0
-    max_in_flight: int = 0
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] += 1
-        handler = self.routes.get(request.path)
-        if handler is None:
-            return web.Response(status=404)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            return await handler(request)
-        finally:
-            self.in_flight -= 1
+#: The name this folder's tests know the feed server by.
+ScriptedServer = FeedServer
 
 
 def rss(items: Sequence[int], *, ttl_minutes: int | None = None) -> bytes:
@@ -68,50 +42,14 @@ def rss(items: Sequence[int], *, ttl_minutes: int | None = None) -> bytes:
     ).encode()
 
 
-def feed(body: bytes, *, etag: str | None = None, **headers: str) -> Handler:
-    """A feed answering conditional GETs with 304 when ``etag`` matches."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        sent = dict(headers, **({"ETag": etag} if etag else {}))
-        if etag and request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304, headers=sent)
-        return web.Response(body=body, content_type="application/rss+xml", headers=sent)
-
-    return handler
-
-
-def redirect(status: int, to: str) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=status, headers={"Location": to})
-
-    return handler
-
-
-def failing(status: int, **headers: str) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=status, text="不行", headers=headers)
-
-    return handler
-
-
-def slow(body: bytes, seconds: float) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(seconds)  # a slow server, so that overlapping requests show
-        return web.Response(body=body, content_type="application/rss+xml")
-
-    return handler
-
-
 @pytest.fixture
-async def site() -> AsyncIterator[ScriptedServer]:
-    server = ScriptedServer()
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", server.handle)
-    async with serving(app) as server.port:
+async def site() -> AsyncIterator[FeedServer]:
+    """The feed server; each test puts its handlers in ``site.routes``."""
+    async with serve_feeds() as server:
         yield server
 
 
-def write_config(tmp_path: Path, site: ScriptedServer, sources: str, fetch: str = "") -> Path:
+def write_config(tmp_path: Path, site: FeedServer, sources: str, fetch: str = "") -> Path:
     """A config whose sources are the YAML lines ``sources`` and whose fetch section has
     test-sized limits plus ``fetch`` (more ``key: value`` pairs)."""
     path = tmp_path / "feedsvc.yaml"
@@ -139,7 +77,7 @@ OpenPipeline = Callable[..., AbstractAsyncContextManager[Services]]
 
 @pytest.fixture
 def open_pipeline(
-    tmp_path: Path, site: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, site: FeedServer, monkeypatch: pytest.MonkeyPatch
 ) -> OpenPipeline:
     """``async with open_pipeline(sources_yaml, fetch_yaml="") as svc``: real services."""
     monkeypatch.chdir(tmp_path)

@@ -11,7 +11,7 @@ from aiohttp import web
 from lxml import etree
 
 from feedsvc.web import invalidate_feeds
-from tests.loopback import serving
+from tests.servers.http import serve_feeds
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 
@@ -25,10 +25,8 @@ async def hub() -> AsyncIterator[tuple[str, asyncio.Queue[list[tuple[str, str]]]
         await pings.put(list((await request.post()).items()))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hub", publish)
-    async with serving(app) as port:
-        yield f"http://127.0.0.1:{port}/hub", pings
+    async with serve_feeds({"/hub": publish}) as server:
+        yield server.url("/hub"), pings
 
 
 async def test_public_feeds_advertise_the_hub_private_ones_do_not(site_with, hub, valid_atom):
