@@ -1,7 +1,7 @@
 """Benchmark: poll + parse + store + match over the bundled corpus, beside a sequential
 fetch + feedparser loop measured in the same run.
 
-Run from the repository root: ``.venv/bin/python bench/pipeline.py [--sources N]``.
+Run from the repository root: ``.venv/bin/python bench/pipeline.py [--copies N]``.
 A local HTTP server on 127.0.0.1 serves the corpus feeds under N distinct paths, so
 each source stores its own copy of every entry.
 """

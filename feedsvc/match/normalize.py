@@ -33,7 +33,7 @@ _ZERO_WIDTH_CHAR = re.compile(f"[{_ZERO_WIDTH}]")
 _MAX_GROUP = 64
 
 
-# The matching contract (DESIGN.md) is OpenCC `t2s`: character conversion, the same for
+# The matching contract (docs/architecture.md) is OpenCC `t2s`: character conversion, the same for
 # Hong Kong and Taiwan text. `tw2sp` would also map Taiwan vocabulary (晶片 → 芯片) but
 # breaks mainland words written in Traditional characters (資訊 → 信息, missing 资讯);
 # Taiwan-only vocabulary is for subscribers to add as an OR (芯片 OR 晶片).
@@ -209,7 +209,7 @@ def _is_ascii_alnum(ch: str) -> bool:
 def occurrences(text: str, term: str) -> Iterator[int]:
     """Start offsets where normalised ``term`` occurs in normalised ``text``.
 
-    Boundary rule (DESIGN.md): a term that starts with an ASCII letter or digit does not
+    Boundary rule (docs/architecture.md): a term that starts with an ASCII letter or digit does not
     match right after one, and likewise at its end; so ``ai`` is found in ``ai芯片`` and
     ``发展ai`` but not in ``said``. Chinese needs no boundary: ``深圳`` is in ``深圳市``.
     """

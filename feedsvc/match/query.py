@@ -64,7 +64,7 @@ Query = Term | Not | And | Or
 
 
 def parse_query(text: str) -> Query:
-    """Parse a query (grammar in DESIGN.md, "Matching semantics").
+    """Parse a query (grammar in docs/architecture.md, "Query language").
 
     Beyond the grammar, a field may prefix a group (``title:(深圳 OR 上海)``), and
     full-width ``（）｜：－＂“”`` work as their ASCII twins.

@@ -42,7 +42,7 @@ _ALNUM_RUN = re.compile("([A-Za-z0-9]+)")
 def mark_boundaries(text: str) -> str:
     """``text`` with ``_MARK`` before and after each maximal run of ASCII letters and digits.
 
-    This turns the boundary rule (DESIGN.md) into plain substring search: a term starting
+    This turns the boundary rule (docs/architecture.md) into plain substring search: a term starting
     with a letter or digit occurs with no letter or digit before it exactly where its
     marked form, which starts with the mark, occurs in the marked text; the same at its
     end. Chinese text gains no marks, so ``深圳`` still occurs in ``深圳市``.

@@ -68,7 +68,7 @@ def test_encodings_and_scripts_match_the_same_entries(
     """GB18030 and Big5 bytes, and Traditional text, match Simplified keywords alike.
 
     Except Taiwan vocabulary: the Traditional edition was made with OpenCC s2twp, which
-    also swaps words (芯片 → 晶片); t2s converts characters only, as DESIGN.md says.
+    also swaps words (芯片 → 晶片); t2s converts characters only, as docs/architecture.md says.
     """
     for keyword in KEYWORDS:
         if keyword in TAIWAN_VOCABULARY and "traditional" in variant:

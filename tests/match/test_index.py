@@ -180,7 +180,7 @@ def test_one_index_answers_for_every_subscription(entry: EntryFactory) -> None:
 
 
 def test_exclusion_binds_to_its_neighbour_not_to_the_whole_or(entry: EntryFactory) -> None:
-    # The grammar gives AND (juxtaposition) precedence over OR: DESIGN.md's example
+    # The grammar gives AND (juxtaposition) precedence over OR: docs/architecture.md's example
     # `新能源 OR 光伏 OR 储能 -广告` excludes adverts only from 储能.
     index = MatchIndex.build({"s": "新能源 OR 光伏 OR 储能 -广告"})
     assert index.match(entry("广告：光伏板促销"), "x") == [Hit("s", ("光伏",))]

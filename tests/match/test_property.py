@@ -103,7 +103,8 @@ def reference_present(term: Term, text: str) -> bool:
 
 
 def reference_eval(query: Query, fields: dict[str, str]) -> tuple[bool, list[Term]]:
-    """DESIGN.md's semantics applied to one query; the terms of the true branches."""
+    """The matching semantics of docs/architecture.md applied to one query; the terms
+    of the true branches."""
     if isinstance(query, Term):
         present = reference_present(query, fields[query.field])
         return present, [query] if present else []

@@ -1,5 +1,5 @@
 """Fixtures of the parse tests: no test here may reach off the machine."""
 
-from tests.fetch.hostile import network_guard
+from tests.fetch.network_guard import network_guard
 
 __all__ = ["network_guard"]
