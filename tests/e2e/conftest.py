@@ -1,4 +1,4 @@
-"""Fixtures of the end-to-end tests (the servers live in servers.py)."""
+"""Fixtures of the end-to-end tests: the shared fake servers, set up in servers.py."""
 
 from tests.e2e.servers import feed_server, smtp_server
 
