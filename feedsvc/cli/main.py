@@ -40,7 +40,7 @@ DESCRIPTION = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_query_as_argument(sys.argv[1:] if argv is None else argv))
     _setup_logging(args.verbose)
     try:
         return int(args.handler(args))
@@ -53,6 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def _query_as_argument(argv: Sequence[str]) -> list[str]:
+    """``feedsvc match -广告 FEED``: a query may begin with ``-`` (an exclusion), which
+    argparse would take for an option; ``match`` has no option but help, so a ``--`` is
+    put before such a query."""
+    words = list(argv)
+    at = next((i for i, word in enumerate(words) if not word.startswith("-")), None)
+    if at is None or words[at] != "match" or at + 1 >= len(words):
+        return words
+    query = words[at + 1]
+    if query.startswith("-") and query not in ("-h", "--help", "--"):
+        words.insert(at + 1, "--")
+    return words
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -97,6 +97,18 @@ def test_match_finds_the_same_entries_in_traditional_as_in_simplified_chinese(
     assert simplified and traditional == simplified
 
 
+def test_a_query_beginning_with_an_exclusion_is_taken_as_the_query(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    feed = str(CORPUS / "all.xml")
+    assert main(["match", "港股", feed]) == 0
+    with_hk = {json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()}
+    assert main(["-v", "match", "-港股", feed]) == 0
+    without_hk = {json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()}
+    every = {e.id for e in feedparser.parse((CORPUS / "all.xml").read_bytes()).entries}
+    assert with_hk and without_hk == every - with_hk
+
+
 def test_match_rejects_a_malformed_query_with_exit_2_and_its_position(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
