@@ -100,6 +100,7 @@ def _serve_feeds(
     import time
 
     from aiohttp import web
+    from loopback_app import start_on_loopback
 
     _child_signals()
 
@@ -123,11 +124,8 @@ def _serve_feeds(
     async def main() -> None:
         app = web.Application()
         app.router.add_get("/f/{n:\\d+}.xml", feed)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        ports.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        _runner, port = await start_on_loopback(app)
+        ports.put(port)
         await asyncio.Event().wait()
 
     asyncio.run(main())

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import feedparser
 from aiohttp import web
+from loopback_app import start_on_loopback
 
 from feedsvc import pipeline
 from feedsvc.cli import open_services
@@ -56,11 +57,7 @@ async def serve_corpus(copies: int) -> tuple[web.AppRunner, int, list[str]]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_on_loopback(app)
     return runner, port, sorted(bodies)
 
 

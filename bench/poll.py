@@ -33,6 +33,7 @@ from pathlib import Path
 
 import feedparser
 from aiohttp import web
+from loopback_app import start_on_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 FEED = (ROOT / "tests" / "data" / "corpus" / "snapshots" / "emnews-t0.xml").read_bytes()
@@ -52,11 +53,8 @@ def serve(port_queue: multiprocessing.Queue[int]) -> None:
     async def main() -> None:
         app = web.Application()
         app.router.add_get("/f/{n}", feed)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        _runner, port = await start_on_loopback(app)
+        port_queue.put(port)
         await asyncio.Event().wait()
 
     asyncio.run(main())
